@@ -1,0 +1,66 @@
+"""Project-wide middleware: request ids and the no-store default."""
+
+from __future__ import annotations
+
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from config.request_context import request_id_var
+
+
+class RequestIdMiddleware:
+    """Give each request a random id, expose it to logs and audit, echo it in X-Request-ID."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _start(self, request):
+        # SECURITY: never trust a client-supplied id; it would let a caller forge log correlation.
+        request.request_id = uuid.uuid4().hex
+        return request_id_var.set(request.request_id)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        token = self._start(request)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["X-Request-ID"] = request.request_id
+        return response
+
+    async def __acall__(self, request):
+        token = self._start(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["X-Request-ID"] = request.request_id
+        return response
+
+
+class NoStoreMiddleware:
+    """Send `Cache-Control: no-store` unless a response chose its own caching.
+
+    # PRIVACY: almost every page here carries PHI, so not caching is the default; only static
+    # assets (served before this middleware by WhiteNoise) opt into caching.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response

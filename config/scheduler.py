@@ -1,0 +1,51 @@
+"""Periodic work for the embedded (single process, no Celery beat) deployment.
+
+Production runs Celery beat with `CELERY_BEAT_SCHEDULE`; `make run` has no beat, so the web
+process runs the same schedule in one daemon thread, started by the ASGI lifespan handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections
+
+logger = logging.getLogger("lightbox.scheduler")
+
+
+class EmbeddedScheduler:
+    """Run each task of CELERY_BEAT_SCHEDULE in-process at its interval until stopped."""
+
+    def __init__(self, schedule: dict | None = None, tick: float = 1.0):
+        self.schedule = schedule if schedule is not None else settings.CELERY_BEAT_SCHEDULE
+        self.tick = tick
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lightbox-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from config.celery import app
+
+        due = {name: time.monotonic() for name in self.schedule}
+        while not self._stop.wait(self.tick):
+            for name, entry in self.schedule.items():
+                if time.monotonic() < due[name]:
+                    continue
+                due[name] = time.monotonic() + float(entry["schedule"])
+                try:
+                    app.tasks[entry["task"]].apply()
+                except Exception:  # process edge: one failing task must not stop the others
+                    logger.exception("scheduled task %s failed", name)
+                finally:
+                    close_old_connections()

@@ -1,0 +1,105 @@
+"""Shared fixtures: fast hashing, isolated data dir, personas, a live ASGI server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from accounts.models import Role
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings, tmp_path):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.DATA_DIR = tmp_path / "data"
+    settings.DATA_DIR.mkdir()
+    if not os.environ.get("REDIS_URL"):
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    yield
+
+
+@pytest.fixture
+def org(db):
+    return factories.make_organization(name="St Elsewhere")
+
+
+@pytest.fixture
+def other_org(db):
+    return factories.make_organization(name="Other Hospital")
+
+
+@pytest.fixture
+def owner(org):
+    """A clinician in `org`."""
+    return factories.make_user(email="owner@example.org", organization=org, role=Role.CLINICIAN)
+
+
+@pytest.fixture
+def colleague(org):
+    """Another clinician in the same organisation."""
+    return factories.make_user(email="colleague@example.org", organization=org, role=Role.CLINICIAN)
+
+
+@pytest.fixture
+def outsider(other_org):
+    """A clinician of another organisation."""
+    return factories.make_user(email="outsider@example.org", organization=other_org, role=Role.CLINICIAN)
+
+
+@pytest.fixture
+def auditor(org):
+    return factories.make_user(email="auditor@example.org", organization=org, role=Role.AUDITOR, is_staff=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveASGIServer:
+    """Uvicorn serving the real ASGI application from a thread of the test process."""
+
+    def __init__(self):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            "config.asgi:application",
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="off",
+            ws="websockets",
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the live ASGI server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server_url(transactional_db, settings):
+    """Serve the app on a free loopback port for real clients (browsers, DICOMweb, tus)."""
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    server = LiveASGIServer()
+    server.start()
+    yield server.url
+    server.stop()

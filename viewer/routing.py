@@ -1,0 +1,7 @@
+from django.urls import path
+
+from viewer import consumers
+
+websocket_urlpatterns = [
+    path("ws/session/", consumers.SessionEventsConsumer.as_asgi()),
+]
