@@ -9,12 +9,16 @@ import time
 
 import pytest
 
-from accounts.models import Role
-from tests import factories
+# Django-dependent imports live inside the fixtures, so Django-free suites (tests/render, the
+# blob store, the generator) can run with `-p no:django`.
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings, tmp_path):
+def _test_settings(request, tmp_path):
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield
+        return
+    settings = request.getfixturevalue("settings")
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATA_DIR = tmp_path / "data"
     settings.DATA_DIR.mkdir()
@@ -25,34 +29,50 @@ def _test_settings(settings, tmp_path):
 
 @pytest.fixture
 def org(db):
+    from tests import factories
+
     return factories.make_organization(name="St Elsewhere")
 
 
 @pytest.fixture
 def other_org(db):
+    from tests import factories
+
     return factories.make_organization(name="Other Hospital")
 
 
 @pytest.fixture
 def owner(org):
     """A clinician in `org`."""
+    from accounts.models import Role
+    from tests import factories
+
     return factories.make_user(email="owner@example.org", organization=org, role=Role.CLINICIAN)
 
 
 @pytest.fixture
 def colleague(org):
     """Another clinician in the same organisation."""
+    from accounts.models import Role
+    from tests import factories
+
     return factories.make_user(email="colleague@example.org", organization=org, role=Role.CLINICIAN)
 
 
 @pytest.fixture
 def outsider(other_org):
     """A clinician of another organisation."""
+    from accounts.models import Role
+    from tests import factories
+
     return factories.make_user(email="outsider@example.org", organization=other_org, role=Role.CLINICIAN)
 
 
 @pytest.fixture
 def auditor(org):
+    from accounts.models import Role
+    from tests import factories
+
     return factories.make_user(email="auditor@example.org", organization=org, role=Role.AUDITOR, is_staff=True)
 
 

@@ -17,6 +17,6 @@ def load_demo_studies(*, small: bool, stdout) -> str:
     studies = synthetic.demo_studies(seed=0, small=small)
     count = 0
     for name, datasets in studies.items():
-        synthetic.write_study(datasets, target / name)
+        synthetic.write_study(datasets, directory=target / name)
         count += len(datasets)
     return f"{count} instances in {len(studies)} studies written to {target}"

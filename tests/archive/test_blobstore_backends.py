@@ -1,0 +1,135 @@
+"""The local filesystem storage backend under the blob store (Django-free)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import secrets
+import stat
+
+import pytest
+
+from archive.blobstore import BlobNotFound, InvalidBlobName, LocalFileBackend
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return LocalFileBackend(tmp_path / "blobs")
+
+
+def _name():
+    return secrets.token_hex(16)
+
+
+def _files(backend):
+    return sorted(path for path in backend.root.rglob("*") if path.is_file())
+
+
+def _mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../etc/passwd",
+        "ab/cd/" + "a" * 26,
+        "/" + "a" * 31,
+        "A" * 32,  # upper case is not the generated form
+        "a" * 31,
+        "a" * 33,
+        "a" * 31 + "\x00",
+        "a" * 31 + "\n",
+        "..",
+        "",
+    ],
+)
+def test_names_not_of_the_generated_form_are_rejected(backend, name):
+    for call in (backend.open_write, backend.open_read, backend.size, backend.delete, backend.exists):
+        with pytest.raises(InvalidBlobName):
+            call(name)
+    assert _files(backend) == []
+
+
+def test_blobs_are_sharded_0600_files_in_0700_directories(backend):
+    name = _name()
+    with backend.open_write(name) as handle:
+        handle.write(b"ciphertext")
+    path = backend.root / name[:2] / name[2:4] / name
+    assert _files(backend) == [path]
+    assert _mode(path) == 0o600
+    for directory in (backend.root, path.parent.parent, path.parent):
+        assert _mode(directory) == 0o700
+    assert backend.size(name) == 10
+    with backend.open_read(name) as file:
+        assert file.seekable()
+        file.seek(4)
+        assert file.read() == b"ertext"
+
+
+def test_uncommitted_write_is_invisible(backend):
+    name = _name()
+    handle = backend.open_write(name)
+    handle.write(b"partial")
+    assert not backend.exists(name)
+    assert list(backend.iter_names()) == []
+    handle.commit()
+    assert backend.exists(name)
+    assert list(backend.iter_names()) == [name]
+
+
+def test_aborted_write_leaves_no_file(backend):
+    with pytest.raises(RuntimeError):
+        with backend.open_write(_name()) as handle:
+            handle.write(b"x" * 1000)
+            raise RuntimeError("client went away")
+    handle.abort()  # idempotent
+    assert _files(backend) == []
+
+
+def test_dropped_write_handle_leaves_no_file(backend):
+    handle = backend.open_write(_name())
+    handle.write(b"x")
+    del handle
+    gc.collect()
+    assert _files(backend) == []
+
+
+def test_iter_names_lists_only_committed_blobs_of_the_generated_form(backend):
+    names = sorted(_name() for _ in range(3))
+    for name in names:
+        with backend.open_write(name) as handle:
+            handle.write(b"x")
+    backend.open_write(_name()).write(b"in progress")  # a temp file, kept open
+    (backend.root / names[0][:2] / names[0][2:4] / "stray.txt").write_bytes(b"x")
+    (backend.root / "README").write_bytes(b"x")
+    assert sorted(backend.iter_names()) == names
+
+
+def test_missing_blob_raises_blob_not_found(backend):
+    name = _name()
+    for call in (backend.open_read, backend.size, backend.delete):
+        with pytest.raises(BlobNotFound):
+            call(name)
+    assert not backend.exists(name)
+
+
+def test_delete_removes_the_blob(backend):
+    name = _name()
+    with backend.open_write(name) as handle:
+        handle.write(b"x")
+    backend.delete(name)
+    assert not backend.exists(name)
+    assert list(backend.iter_names()) == []
+
+
+def test_symlink_in_place_of_a_blob_is_not_followed(backend, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not a blob")
+    name = _name()
+    shard = backend.root / name[:2] / name[2:4]
+    shard.mkdir(parents=True)
+    os.symlink(secret, shard / name)
+    with pytest.raises(OSError):
+        backend.open_read(name)
+    assert list(backend.iter_names()) == []

@@ -1,0 +1,225 @@
+"""The render pipeline: stored values in, encoded image out; plus ROI statistics."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .decode import DEFAULT_MAX_PIXELS, PixelSource
+from .encode import encode
+from .errors import InvalidRenderParams
+from .lut import modality_lut, resolve_window, to_display
+from .overlay import apply_redactions, apply_watermark
+from .params import Ellipse, ImageInfo, Rect, RenderParams
+from .viewport import crop_region, orient, output_size, resize, source_region
+
+__all__ = ["measure_region", "render_array", "render_frame", "render_instance"]
+
+
+def _check_frame(frame_values: np.ndarray, info: ImageInfo) -> None:
+    if frame_values.shape[:2] != (info.rows, info.columns):
+        raise InvalidRenderParams(f"frame: expected {info.rows} x {info.columns} values, got {frame_values.shape}")
+
+
+def _pixel_aspect(info: ImageInfo) -> float:
+    if info.pixel_spacing is None:
+        return 1.0
+    row_spacing, column_spacing = info.pixel_spacing
+    aspect = row_spacing / column_spacing
+    # Treat rounding noise in the header as square pixels
+    return 1.0 if abs(aspect - 1.0) < 1e-3 else aspect
+
+
+def render_array(frame_values: np.ndarray, info: ImageInfo, params: RenderParams) -> np.ndarray:
+    """Render one frame to display pixels, everything but the encoding.
+
+    Order: crop the region (a view) -> Modality LUT + VOI + photometric (``to_display``) ->
+    redactions at source resolution -> resize -> rotate/flip -> watermark. Cropping first is
+    equivalent to windowing first (both are per pixel) and cheaper; the default window is
+    taken from the whole frame so it does not change while panning.
+
+    Parameters
+    ----------
+    frame_values : numpy.ndarray
+        Stored values of one frame, (rows, columns) or (rows, columns, 3).
+    info : ImageInfo
+    params : RenderParams
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W) or (H, W, 3), H <= params.height and W <= params.width when given.
+
+    Raises
+    ------
+    InvalidRenderParams
+        Region outside the image or a frame of the wrong shape.
+    """
+    _check_frame(frame_values, info)
+    region = source_region(info, params)
+    window = None
+    if frame_values.ndim == 2 and info.photometric_interpretation != "PALETTE COLOR":
+        window = resolve_window(info, params, frame_values)
+    img = to_display(crop_region(frame_values, region), info, window, invert=params.invert)
+    if params.redactions:
+        if np.shares_memory(img, frame_values):
+            img = img.copy()
+        apply_redactions(img, params.redactions, offset=(region[0], region[1]))
+    out_w, out_h = output_size(
+        region[2],
+        region[3],
+        params.width,
+        params.height,
+        rotation=params.rotation,
+        pixel_aspect=_pixel_aspect(info),
+    )
+    if params.rotation in (90, 270):
+        img = resize(img, out_h, out_w)
+    else:
+        img = resize(img, out_w, out_h)
+    img = orient(img, params.rotation, params.flip_h, params.flip_v)
+    if params.watermark:
+        img = apply_watermark(img, params.watermark)
+    return img
+
+
+def render_frame(frame_values: np.ndarray, info: ImageInfo, params: RenderParams) -> bytes:
+    """Render one decoded frame to encoded image bytes (deterministic).
+
+    Parameters
+    ----------
+    frame_values : numpy.ndarray
+        Stored values of one frame (from ``decode``; cache these, not the encoded output).
+    info : ImageInfo
+    params : RenderParams
+
+    Returns
+    -------
+    bytes
+        JPEG, PNG or WebP as ``params.format`` says.
+
+    Raises
+    ------
+    InvalidRenderParams
+    """
+    return encode(render_array(frame_values, info, params), params.format, params.quality)
+
+
+def render_instance(
+    source: bytes | bytearray | memoryview | BinaryIO | PixelSource,
+    params: RenderParams,
+    info: ImageInfo | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bytes:
+    """Decode frame ``params.frame`` of an instance and render it (parse + decode + render).
+
+    Parameters
+    ----------
+    source : bytes | file-like | PixelSource
+        The DICOM object (never a path: the archive hands over bytes or a file-like).
+    params : RenderParams
+    info : ImageInfo, optional
+        Overrides the ``ImageInfo`` read from the header.
+    max_pixels : int
+        Per-frame pixel budget.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    UnsupportedTransferSyntax, CorruptPixelData, ImageTooLarge, InvalidRenderParams
+    """
+    if not isinstance(source, PixelSource):
+        source = PixelSource(source, max_pixels=max_pixels)
+    frame = source.decode(params.frame)
+    return render_frame(frame.values, info or source.info, params)
+
+
+def _units(info: ImageInfo) -> str:
+    """Units of modality values (PS3.3 C.11.1.1.2 Rescale Type, C.11.1.1.1 LUT Type)."""
+    if info.modality_lut is not None:
+        return info.modality_lut.lut_type
+    if info.rescale_type:
+        return info.rescale_type
+    # PS3.3 C.8.2.1: CT Image rescales to Hounsfield units
+    return "HU" if info.modality == "CT" else ""
+
+
+def measure_region(frame_values: np.ndarray, info: ImageInfo, roi: Rect | Ellipse) -> dict[str, Any]:
+    """Return statistics of a monochrome frame inside a rectangle or ellipse.
+
+    Values are modality values (HU for CT, PS3.3 C.11.1); pixels equal to the Pixel Padding
+    Value (range) are excluded. A pixel belongs to the ROI when its centre does. ``sd`` is the
+    population standard deviation. ``area_mm2`` is the pixel count times the pixel area, from
+    Pixel Spacing, or from Imager Pixel Spacing (detector plane, see ``spacing_source``);
+    None when the image has neither.
+
+    Parameters
+    ----------
+    frame_values : numpy.ndarray
+        Stored values of one monochrome frame.
+    info : ImageInfo
+    roi : Rect | Ellipse
+        In source pixel coordinates.
+
+    Returns
+    -------
+    dict
+        mean, sd, min, max (float or None when empty), pixels (int), area_mm2, units,
+        spacing_source.
+
+    Raises
+    ------
+    InvalidRenderParams
+        Colour image, wrong frame shape or an unknown ROI type.
+    """
+    _check_frame(frame_values, info)
+    if frame_values.ndim != 2 or info.photometric_interpretation == "PALETTE COLOR":
+        raise InvalidRenderParams("roi: expected a monochrome image, got colour")
+    rows, columns = info.rows, info.columns
+    if isinstance(roi, Rect):
+        x0, y0 = max(0, roi.x), max(0, roi.y)
+        x1, y1 = min(columns, roi.x + roi.w), min(rows, roi.y + roi.h)
+        values = frame_values[y0 : max(y0, y1), x0 : max(x0, x1)].ravel()
+    elif isinstance(roi, Ellipse):
+        if not (roi.rx > 0 and roi.ry > 0):
+            raise InvalidRenderParams("roi: expected ellipse radii > 0")
+        x0 = max(0, int(np.floor(roi.cx - roi.rx)))
+        x1 = min(columns, int(np.ceil(roi.cx + roi.rx)))
+        y0 = max(0, int(np.floor(roi.cy - roi.ry)))
+        y1 = min(rows, int(np.ceil(roi.cy + roi.ry)))
+        ys = (np.arange(y0, max(y0, y1)) + 0.5 - roi.cy) / roi.ry
+        xs = (np.arange(x0, max(x0, x1)) + 0.5 - roi.cx) / roi.rx
+        inside = ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0
+        values = frame_values[y0 : max(y0, y1), x0 : max(x0, x1)][inside]
+    else:
+        raise InvalidRenderParams(f"roi: expected Rect or Ellipse, got {type(roi).__name__}")
+    padding = info.padding_range()
+    if padding is not None and values.dtype.kind in "iu":
+        values = values[(values < padding[0]) | (values > padding[1])]
+    count = int(values.size)
+    spacing = info.pixel_spacing
+    area = count * spacing[0] * spacing[1] if spacing else None
+    result: dict[str, Any] = {
+        "mean": None,
+        "sd": None,
+        "min": None,
+        "max": None,
+        "pixels": count,
+        "area_mm2": area,
+        "units": _units(info),
+        "spacing_source": info.pixel_spacing_source,
+    }
+    if count:
+        mapped = modality_lut(values, info)
+        result.update(
+            mean=float(mapped.mean()),
+            sd=float(mapped.std()),
+            min=float(mapped.min()),
+            max=float(mapped.max()),
+        )
+    return result
