@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import Membership, Organization, User
+from accounts.models import ApiToken, Membership, Organization, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -32,3 +32,17 @@ class UserAdmin(DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     readonly_fields = ["last_login", "date_joined"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued with `manage.py issue_api_token`; here they are listed and revoked."""
+
+    list_display = ["prefix", "user", "scope", "created_at", "expires_at", "revoked_at", "last_used_at"]
+    list_filter = ["scope"]
+    search_fields = ["user__email", "prefix", "name"]
+    readonly_fields = ["user", "prefix", "scope", "created_at", "expires_at", "last_used_at"]
+    fields = ["user", "name", "prefix", "scope", "created_at", "expires_at", "revoked_at", "last_used_at"]
+
+    def has_add_permission(self, request):
+        return False

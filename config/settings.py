@@ -246,3 +246,9 @@ LOGGING = {
 
 # --- Lightbox ---------------------------------------------------------------------------------
 LIGHTBOX_DEMO_SIZE = env_choice("LIGHTBOX_DEMO_SIZE", "full", ("full", "small"))
+# The KEK source: a dotted path to a KeyProvider class taking the key directory.
+LIGHTBOX_KEY_PROVIDER = env_str("LIGHTBOX_KEY_PROVIDER", "archive.blobstore.LocalFileKeyProvider")
+LIGHTBOX_BLOB_CHUNK_BYTES = env_int("LIGHTBOX_BLOB_CHUNK_BYTES", 1024 * 1024, minimum=4096)
+# Refuse objects whose decoded pixels would exceed this before decoding anything (bombs).
+LIGHTBOX_MAX_PIXEL_BYTES = env_int("LIGHTBOX_MAX_PIXEL_BYTES", 2 * 1024**3, minimum=1024**2)
+LIGHTBOX_MAX_INSTANCE_BYTES = env_int("LIGHTBOX_MAX_INSTANCE_BYTES", 4 * 1024**3, minimum=1024**2)
