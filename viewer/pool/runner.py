@@ -1,0 +1,229 @@
+"""Run one job against a worker's frame cache: open, decode once, render, encode.
+
+Process-agnostic (no signals, limits or pipes), so it can be exercised in-process; the worker
+module wraps it with resource limits and the IPC loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+
+from viewer.render.decode import DEFAULT_MAX_PIXELS, DecodedFrame, PixelSource
+from viewer.render.encode import MEDIA_TYPES, encode
+from viewer.render.errors import RenderError
+from viewer.render.lut import resolve_window
+from viewer.render.params import ImageInfo, RenderParams
+from viewer.render.pipeline import measure_region, render_array
+from viewer.render.tiles import Pyramid, build_pyramid
+
+from .cache import ByteLRU
+from .errors import SourceUnavailable
+from .jobs import InfoJob, InfoResult, Job, MeasureJob, PrefetchJob, RenderJob, RenderResult, Source, TileJob
+
+__all__ = ["JobRunner", "Opener"]
+
+Opener = Callable[[Any], Any]
+
+# Sources are accounted at least this much: it bounds the number of open file handles the
+# cache can hold (one per cached multi-frame instance) as well as their memory.
+_MIN_SOURCE_BYTES = 1 << 20
+_INFO_BYTES = 4096
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def _info_nbytes(info: ImageInfo) -> int:
+    luts = ([info.modality_lut] if info.modality_lut else []) + list(info.voi_luts)
+    return _INFO_BYTES + len(info.palette or b"") + sum(len(lut.data) for lut in luts)
+
+
+def _source_nbytes(opened: Any, info: ImageInfo) -> int:
+    """Memory an open ``PixelSource`` pins: an in-memory file's buffer, inflated data."""
+    size = 0
+    if isinstance(opened, bytes | bytearray | memoryview):
+        size = len(opened)
+    elif isinstance(opened, io.BytesIO):
+        size = opened.getbuffer().nbytes
+    if info.transfer_syntax_uid == _DEFLATED:
+        size += info.frame_bytes * info.number_of_frames
+    return max(_MIN_SOURCE_BYTES, size + 16 * info.number_of_frames)
+
+
+def _pyramid_key(params: RenderParams) -> tuple[Any, ...]:
+    """The fields a ``Pyramid`` base depends on (tiles ignore viewport, format, watermark)."""
+    return (params.window_center, params.window_width, params.voi_function, params.invert, params.redactions)
+
+
+class JobRunner:
+    """Serve jobs from a ``ByteLRU`` of headers, open sources, decoded frames and pyramids.
+
+    Decoded frames are cached as stored values (read-only arrays): the Modality LUT is fused
+    into the engine's display table, so caching stored values gives the same pixels as
+    caching modality values at a quarter of the memory of float64. Single-frame sources are
+    not kept open once decoded (their frame and ``ImageInfo`` are cached); multi-frame ones
+    are, so other frames need no second header parse.
+
+    Parameters
+    ----------
+    opener : callable
+        ``opener(source.opener_arg)`` returns a seekable binary file-like (or bytes) holding
+        the DICOM object, already decrypted.
+    cache : ByteLRU
+    max_pixels : int
+        Per-frame budget handed to ``PixelSource``.
+    critical : callable, optional
+        Returns a context manager entered around cache mutations (the worker defers its
+        CPU-time signal there so the cache is never left half-updated).
+    """
+
+    def __init__(
+        self,
+        opener: Opener,
+        cache: ByteLRU,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        critical: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    ) -> None:
+        self._opener = opener
+        self.cache = cache
+        self._max_pixels = max_pixels
+        self._critical = critical
+
+    # -- building blocks -----------------------------------------------------------------
+
+    def open(self, source: Source, timings: dict[str, float]) -> PixelSource:
+        """Return the ``PixelSource`` of `source`, from the cache or freshly opened.
+
+        Raises
+        ------
+        SourceUnavailable
+            The opener failed (its exception text is not kept: it may name a path).
+        RenderError
+            From ``PixelSource`` (corrupt, unsupported, too large).
+        """
+        cached = self.cache.get(("source", source.key))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        start = time.perf_counter()
+        try:
+            opened = self._opener(source.opener_arg)
+        except (RenderError, MemoryError):
+            raise
+        except Exception as exc:  # the opener is app code at a process edge: any failure
+            raise SourceUnavailable(f"could not open the instance ({type(exc).__name__})") from exc
+        pixels = PixelSource(opened, max_pixels=self._max_pixels)
+        timings["open"] = _ms(start)
+        with self._critical():
+            self.cache.put(("info", source.key), pixels.info, _info_nbytes(pixels.info))
+            if pixels.info.number_of_frames > 1:
+                self.cache.put(("source", source.key), pixels, _source_nbytes(opened, pixels.info))
+        return pixels
+
+    def frame(self, source: Source, index: int, timings: dict[str, float]) -> tuple[DecodedFrame, ImageInfo, bool]:
+        """Return (decoded frame, image info, whether it came from the cache).
+
+        Raises
+        ------
+        RenderError
+        """
+        hit = self.cache.get(("frame", source.key, index))
+        if hit is not None:
+            return hit[0], hit[1], True
+        pixels = self.open(source, timings)
+        start = time.perf_counter()
+        decoded = pixels.decode(index)
+        # Cached arrays are shared by every later render: make accidental writes fail loudly
+        decoded.values.setflags(write=False)
+        timings["decode"] = _ms(start)
+        with self._critical():
+            self.cache.put(("frame", source.key, index), (decoded, pixels.info), decoded.values.nbytes)
+        return decoded, pixels.info, False
+
+    def info(self, source: Source, timings: dict[str, float]) -> ImageInfo:
+        """Return the ``ImageInfo`` of `source` (cached header, else open it)."""
+        info = self.cache.get(("info", source.key))
+        if info is not None:
+            return info  # type: ignore[no-any-return]
+        return self.open(source, timings).info
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def run(self, job: Job) -> Any:
+        """Run one job and return its result (see ``jobs``).
+
+        Raises
+        ------
+        RenderError
+            Bad input, bad parameters or an opener failure; never a partial result.
+        """
+        if isinstance(job, RenderJob):
+            return self._render(job)
+        if isinstance(job, TileJob):
+            return self._tile(job)
+        if isinstance(job, MeasureJob):
+            frame, info, _ = self.frame(job.source, job.frame, {})
+            return measure_region(frame.values, info, job.roi)
+        if isinstance(job, InfoJob):
+            return self._info(job)
+        if isinstance(job, PrefetchJob):
+            return self._prefetch(job)
+        raise TypeError(f"unknown job type {type(job).__name__}")
+
+    def _render(self, job: RenderJob) -> RenderResult:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        params = job.params
+        frame, info, cached = self.frame(job.source, params.frame, timings)
+        step = time.perf_counter()
+        # Same steps as viewer.render.render_frame, split to learn the output size
+        img = render_array(frame.values, info, params)
+        data = encode(img, params.format, params.quality)
+        timings["render"] = _ms(step)
+        timings["total"] = _ms(start)
+        return RenderResult(data, MEDIA_TYPES[params.format], img.shape[1], img.shape[0], cached, timings)
+
+    def _tile(self, job: TileJob) -> RenderResult:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        params = job.params
+        key = ("pyramid", job.source.key, params.frame, _pyramid_key(params))
+        pyramid: Pyramid | None = self.cache.get(key)
+        cached = pyramid is not None
+        if pyramid is None:
+            frame, info, cached = self.frame(job.source, params.frame, timings)
+            pyramid = build_pyramid(frame.values, info, params)
+        step = time.perf_counter()
+        data = pyramid.render_tile(job.level, job.tx, job.ty, params)
+        tile = pyramid.tile(job.level, job.tx, job.ty)
+        timings["render"] = _ms(step)
+        with self._critical():
+            # Re-accounted every time: levels are built lazily, so the pyramid grows
+            self.cache.put(key, pyramid, pyramid.nbytes)
+        timings["total"] = _ms(start)
+        return RenderResult(data, MEDIA_TYPES[params.format], tile.shape[1], tile.shape[0], cached, timings)
+
+    def _info(self, job: InfoJob) -> InfoResult:
+        info = self.info(job.source, {})
+        values: np.ndarray | None = None
+        if info.is_monochrome and not info.window_centers and not info.voi_luts:
+            # The default window spans the data, so it needs frame 0 (cached for the render)
+            values = self.frame(job.source, 0, {})[0].values
+        return InfoResult(info, resolve_window(info, RenderParams(), values))
+
+    def _prefetch(self, job: PrefetchJob) -> int:
+        decoded = 0
+        for index in job.frames:
+            if ("frame", job.source.key, index) not in self.cache:
+                self.frame(job.source, index, {})
+                decoded += 1
+        return decoded
