@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken
 
-TOKEN_PREFIX = "lbx_"
+TOKEN_PREFIX = "lbx_"  # noqa: S105  (a public marker, not a secret)
 
 
 def hash_token(token: str) -> str:

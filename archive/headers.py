@@ -171,7 +171,8 @@ def metadata_json(ds: Dataset) -> dict:
     kept = Dataset()
     bulk: dict[str, dict] = {}
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+        # keep_deferred: reading a deferred value here would load pixel data (up to gigabytes) into memory.
+        raw = ds.get_item(tag, keep_deferred=True)
         vr = raw.VR if raw is not None else None
         deferred = isinstance(raw, RawDataElement) and raw.value is None
         length = raw.length if isinstance(raw, RawDataElement) else None

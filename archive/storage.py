@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -106,3 +109,38 @@ def open_instance_blob(instance) -> BlobReader:
 def open_blob(blob_id: str) -> BlobReader:
     """Open a blob by id (the render workers' opener)."""
     return get_store().open(blob_id)
+
+
+def blob_age_seconds(blob_id: str) -> float | None:
+    """Seconds since a blob was written, or None when unknown (such blobs are never swept)."""
+    backend = get_store().backend
+    if not isinstance(backend, LocalFileBackend):
+        return None
+    try:
+        # The local backend's layout, through its own path helper (StorageBackend has no mtime).
+        return time.time() - backend._path(blob_id).stat().st_mtime  # noqa: SLF001
+    except FileNotFoundError:
+        return None
+
+
+def stale_partial_writes(older_than_seconds: float) -> Iterator[Path]:
+    """Temporary files of writes that never committed or aborted (a crashed process).
+
+    They hold ciphertext only, but nothing will ever finish them; the orphan sweep removes them.
+    """
+    backend = get_store().backend
+    if not isinstance(backend, LocalFileBackend):
+        return
+    deadline = time.time() - older_than_seconds
+    for first in sorted(backend.root.iterdir()):
+        if not first.is_dir() or first.is_symlink():
+            continue
+        for second in sorted(first.iterdir()):
+            if not second.is_dir() or second.is_symlink():
+                continue
+            with os.scandir(second) as entries:
+                for entry in entries:
+                    if (entry.name.startswith(".") and entry.name.endswith(".tmp")
+                            and entry.is_file(follow_symlinks=False)
+                            and entry.stat(follow_symlinks=False).st_mtime < deadline):
+                        yield Path(entry.path)

@@ -16,12 +16,16 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.websocket import RequireSignedInUser  # noqa: E402
+from archive.dicomweb.stow import StreamStowBodies  # noqa: E402
+from config.handlers import LeanASGIHandler, PathRouter  # noqa: E402
 from config.lifespan import Lifespan  # noqa: E402
 from viewer.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Machine clients (/dicomweb/) take a short async middleware chain (config/handlers.py);
+        # STOW-RS bodies go from the socket into the encrypting blob writer, never spooled by Django.
+        "http": PathRouter(django_asgi_app, StreamStowBodies(LeanASGIHandler())),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(RequireSignedInUser(URLRouter(websocket_urlpatterns)))
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 
 from config.request_context import request_id_var
 
@@ -54,13 +55,56 @@ class NoStoreMiddleware:
     """
 
     sync_capable = True
-    async_capable = False
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request):
-        response = self.get_response(request)
+    @staticmethod
+    def _apply(response):
         if "Cache-Control" not in response.headers:
             response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._apply(self.get_response(request))
+
+    async def __acall__(self, request):
+        return self._apply(await self.get_response(request))
+
+
+class ApiSecurityHeadersMiddleware:
+    """The browser security baseline for API responses, set without thread hops.
+
+    Mirrors what SecurityMiddleware, the CSP middleware and XFrameOptionsMiddleware send on
+    pages; an API response is never a document, so its CSP forbids everything.
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        response = await self.get_response(request)
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        headers.setdefault("Cache-Control", "no-store")
+        if settings.SECURE_HSTS_SECONDS and request.is_secure():
+            value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                value += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                value += "; preload"
+            headers.setdefault("Strict-Transport-Security", value)
         return response

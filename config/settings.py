@@ -50,7 +50,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
+    "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
     "accounts",
@@ -65,7 +65,7 @@ MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "config.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,11 +203,13 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 _COLLECTED_STATIC = env_bool("LIGHTBOX_COLLECTED_STATIC", IS_PRODUCTION)
 # Serve straight from the source folders unless collectstatic ran (production images).
 STATIC_ROOT = env_str("LIGHTBOX_STATIC_ROOT") or str(DATA_DIR / "static") if _COLLECTED_STATIC else None
-WHITENOISE_USE_FINDERS = not _COLLECTED_STATIC
+# ServeStatic (an async-capable WhiteNoise) keeps the middleware chain free of thread hops.
+SERVESTATIC_USE_FINDERS = not _COLLECTED_STATIC
+SERVESTATIC_AUTOREFRESH = not _COLLECTED_STATIC
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        "BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"
         if _COLLECTED_STATIC
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
@@ -251,4 +253,8 @@ LIGHTBOX_KEY_PROVIDER = env_str("LIGHTBOX_KEY_PROVIDER", "archive.blobstore.Loca
 LIGHTBOX_BLOB_CHUNK_BYTES = env_int("LIGHTBOX_BLOB_CHUNK_BYTES", 1024 * 1024, minimum=4096)
 # Refuse objects whose decoded pixels would exceed this before decoding anything (bombs).
 LIGHTBOX_MAX_PIXEL_BYTES = env_int("LIGHTBOX_MAX_PIXEL_BYTES", 2 * 1024**3, minimum=1024**2)
+# Render worker processes (0 = one per core), their frame-cache budget and per-job CPU limit.
+LIGHTBOX_RENDER_WORKERS = env_int("LIGHTBOX_RENDER_WORKERS", 0, minimum=0)
+LIGHTBOX_RENDER_CACHE_BYTES = env_int("LIGHTBOX_RENDER_CACHE_BYTES", 512 * 1024**2, minimum=16 * 1024**2)
+LIGHTBOX_RENDER_JOB_SECONDS = env_int("LIGHTBOX_RENDER_JOB_SECONDS", 5, minimum=1)
 LIGHTBOX_MAX_INSTANCE_BYTES = env_int("LIGHTBOX_MAX_INSTANCE_BYTES", 4 * 1024**3, minimum=1024**2)

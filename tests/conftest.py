@@ -96,7 +96,7 @@ class LiveASGIServer:
             port=self.port,
             log_config=None,
             lifespan="off",
-            ws="websockets",
+            ws="websockets-sansio",
             log_level="warning",
         )
         self.server = uvicorn.Server(config)

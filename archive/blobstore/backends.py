@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -81,8 +81,16 @@ class StorageBackend(ABC):
     """Opaque, immutable, named byte objects; the blob store's only view of storage."""
 
     @abstractmethod
-    def open_write(self, name: str) -> WriteHandle:
-        """Start writing a new object; it appears under name only when committed."""
+    def open_write(self, name: str, *, durable: bool = True) -> WriteHandle:
+        """Start writing a new object; it appears under name only when committed.
+
+        With durable=False the commit makes it visible but not yet crash-safe: the caller
+        must call `sync(names)` before it records the names anywhere.
+        """
+
+    def sync(self, names: Iterable[str]) -> None:
+        """Make objects committed with durable=False crash-safe (a no-op where all commits are)."""
+        return None
 
     @abstractmethod
     def open_read(self, name: str) -> BinaryIO:
@@ -117,14 +125,26 @@ class LocalFileBackend(StorageBackend):
         check_name(name)
         return self.root / name[:2] / name[2:4] / name
 
-    def open_write(self, name: str) -> WriteHandle:
+    def open_write(self, name: str, *, durable: bool = True) -> WriteHandle:
         """Write to a temporary file beside the final path; commit renames it into place."""
         final = self._path(name)
         _mkdir_private(final.parent.parent)
         _mkdir_private(final.parent)
         temp = final.parent / f".{name}.{secrets.token_hex(8)}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        return _LocalWriteHandle(fd, temp, final)
+        return _LocalWriteHandle(fd, temp, final, durable)
+
+    def sync(self, names: Iterable[str]) -> None:
+        """fsync each file, then each shard directory once: one flush for a whole batch."""
+        paths = [self._path(name) for name in names]
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for directory in {path.parent for path in paths}:
+            _fsync_dir(directory)
 
     def open_read(self, name: str) -> BinaryIO:
         """Open the file unbuffered: the store reads whole chunk records into its own buffer."""
@@ -169,10 +189,11 @@ class LocalFileBackend(StorageBackend):
 
 
 class _LocalWriteHandle(WriteHandle):
-    def __init__(self, fd: int, temp: Path, final: Path) -> None:
+    def __init__(self, fd: int, temp: Path, final: Path, durable: bool = True) -> None:
         self._file: io.FileIO | None = io.FileIO(fd, "wb", closefd=True)
         self._temp = temp
         self._final = final
+        self._durable = durable
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._file is None:
@@ -191,15 +212,18 @@ class _LocalWriteHandle(WriteHandle):
             raise BlobStoreError("commit after commit or abort")
         file, self._file = self._file, None
         try:
-            # fsync before the rename so a crash never leaves a renamed but empty file.
-            os.fsync(file.fileno())
+            # fsync before the rename so a crash never leaves a renamed but empty file
+            # (deferred to `sync` for durable=False: the caller syncs before it records the name).
+            if self._durable:
+                os.fsync(file.fileno())
             file.close()
             os.replace(self._temp, self._final)
         except BaseException:
             file.close()
             self._temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self._final.parent)
+        if self._durable:
+            _fsync_dir(self._final.parent)
 
     def abort(self) -> None:
         if self._file is None:

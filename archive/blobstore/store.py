@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -48,9 +48,16 @@ class BlobStore:
 
     # -- writing -------------------------------------------------------------------
 
-    def writer(self, *, dek_id: str, dek: bytes) -> BlobWriter:
-        """Start an incremental write; use as a context manager, read ``.info`` after."""
-        return BlobWriter(self.backend, dek_id=dek_id, dek=dek, chunk_size=self.chunk_size)
+    def writer(self, *, dek_id: str, dek: bytes, durable: bool = True) -> BlobWriter:
+        """Start an incremental write; use as a context manager, read ``.info`` after.
+
+        durable=False defers the flush to disk: call ``sync`` before recording the blob id.
+        """
+        return BlobWriter(self.backend, dek_id=dek_id, dek=dek, chunk_size=self.chunk_size, durable=durable)
+
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """Make blobs written with durable=False crash-safe, all at once."""
+        self.backend.sync([check_name(blob_id) for blob_id in blob_ids])
 
     def write(self, data: bytes | bytearray | memoryview | BinaryIO, *, dek_id: str, dek: bytes) -> BlobInfo:
         """Encrypt bytes or a binary stream into a new blob, hashing the plaintext on the way."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
@@ -10,6 +11,29 @@ from typing import BinaryIO
 from . import format as fmt
 from .backends import StorageBackend
 from .errors import BlobStoreError, IntegrityError
+
+_spare = threading.local()
+
+
+def _take_buffers(chunk_size: int) -> tuple[bytearray, bytearray]:
+    """A (plaintext, record) buffer pair for `chunk_size`, reused within a thread.
+
+    Allocating two chunk-sized buffers per blob cost more than encrypting a 512 kB object:
+    glibc maps and unmaps buffers that large each time, and every page faults in again.
+    """
+    pairs = getattr(_spare, "pairs", None) or []
+    for index, pair in enumerate(pairs):
+        if len(pair[0]) == chunk_size:
+            return pairs.pop(index)
+    return bytearray(chunk_size), bytearray(chunk_size + fmt.CHUNK_OVERHEAD)
+
+
+def _give_back(pair: tuple[bytearray, bytearray]) -> None:
+    pairs = getattr(_spare, "pairs", None)
+    if pairs is None:
+        pairs = _spare.pairs = []
+    if len(pairs) < 2:
+        pairs.append(pair)
 
 
 @dataclass(frozen=True)
@@ -28,21 +52,24 @@ class BlobWriter:
     object behind. Only ciphertext ever reaches the backend, including while in progress.
     """
 
-    def __init__(self, backend: StorageBackend, *, dek_id: str, dek: bytes, chunk_size: int) -> None:
+    def __init__(
+        self, backend: StorageBackend, *, dek_id: str, dek: bytes, chunk_size: int, durable: bool = True
+    ) -> None:
         self._aead = fmt.new_aead(dek)
         self._header = fmt.new_header(chunk_size=chunk_size, dek_id=dek_id)
         self.blob_id = self._header.blob_id
         self._chunk_size = chunk_size
-        self._plain = bytearray(chunk_size)
+        self._buffers = _take_buffers(chunk_size)
+        self._plain = self._buffers[0]
         self._plain_view = memoryview(self._plain)
-        self._record_view = memoryview(bytearray(chunk_size + fmt.CHUNK_OVERHEAD))
+        self._record_view = memoryview(self._buffers[1])
         self._peek = bytearray(1)
         self._fill = 0
         self._index = 0
         self._size = 0
         self._sha = hashlib.sha256()
         self.info: BlobInfo | None = None
-        self._out = backend.open_write(self.blob_id)
+        self._out = backend.open_write(self.blob_id, durable=durable)
         try:
             self._out.write(self._header.raw)
         except BaseException:
@@ -155,4 +182,5 @@ class BlobWriter:
         # Release the buffers now; a finished writer may be kept around for its info.
         self._plain_view.release()
         self._record_view.release()
+        _give_back(self._buffers)
         self._plain = self._peek = bytearray()

@@ -1,0 +1,186 @@
+"""WADO-RS rendered and thumbnail resources, driven by dicomweb-client against a live server."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from accounts.models import Role
+from accounts.tokens import issue_api_token
+from archive import synthetic
+from archive.services import ingest
+from tests import factories
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def loaded(org):
+    """A small CT series, a 3-frame ultrasound and a bundled MR, stored in `org`."""
+    ct = synthetic.ct_study(slices=3, size=64)
+    us = synthetic.us_multiframe(frames=3, rows=48, columns=64)
+    for ds in [*ct, us]:
+        assert ingest(stream=io.BytesIO(synthetic.to_bytes(ds)), organization=org, source="test").ok
+    with open(get_testdata_file("MR_small.dcm"), "rb") as handle:
+        assert ingest(stream=handle, organization=org, source="test").ok
+    return {"ct": ct, "us": us}
+
+
+def _client(base_url, user):
+    _, token = issue_api_token(user=user)
+    return DICOMwebClient(url=base_url + "/dicomweb", headers={"Authorization": f"Bearer {token}"}), token
+
+
+def _image(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def test_instance_rendered_returns_the_requested_viewport(live_server_url, owner, loaded):
+    client, _ = _client(live_server_url, owner)
+    ds = loaded["ct"][1]
+    data = client.retrieve_instance_rendered(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, media_types=("image/jpeg",),
+        params={"viewport": "32,32", "window": "40,400"},
+    )
+    image = _image(data)
+    assert image.format == "JPEG" and image.size == (32, 32)
+    assert np.asarray(image).std() > 5  # a real picture, not a flat field
+
+
+def test_png_rendering_is_lossless_and_window_changes_pixels(live_server_url, owner, loaded):
+    _, token = _client(live_server_url, owner)
+    ds = loaded["ct"][0]
+    url = (f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}/rendered")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "image/png"}
+    soft = requests.get(url, params={"window": "40,400"}, headers=headers, timeout=30)
+    lung = requests.get(url, params={"window": "-600,1500"}, headers=headers, timeout=30)
+    assert soft.status_code == lung.status_code == 200
+    assert soft.headers["Content-Type"] == "image/png"
+    assert "no-store" in soft.headers["Cache-Control"]
+    assert not np.array_equal(np.asarray(_image(soft.content)), np.asarray(_image(lung.content)))
+
+
+def test_series_thumbnail_and_study_thumbnail(live_server_url, owner, loaded):
+    # dicomweb-client has no thumbnail call (PS3.18 10.7 is newer than it), so plain HTTP.
+    _, token = _client(live_server_url, owner)
+    ds = loaded["ct"][0]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "image/jpeg"}
+    series_url = f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/thumbnail"
+    thumb = requests.get(series_url, headers=headers, timeout=30)
+    assert thumb.status_code == 200 and max(_image(thumb.content).size) == 128
+    small = requests.get(series_url, params={"viewport": "40,40"}, headers=headers, timeout=30)
+    assert max(_image(small.content).size) == 40
+    study = requests.get(f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/thumbnail", headers=headers, timeout=30)
+    assert study.status_code == 200 and _image(study.content).format == "JPEG"
+
+
+def test_series_rendered_through_dicomweb_client(live_server_url, owner, loaded):
+    client, _ = _client(live_server_url, owner)
+    ds = loaded["ct"][0]
+    # dicomweb-client hands back the multipart body as it came; split it into its parts.
+    body = client.retrieve_series_rendered(ds.StudyInstanceUID, ds.SeriesInstanceUID, media_types=("image/jpeg",))
+    boundary = body.split(b"\r\n", 1)[0]
+    parts = [part for part in body.split(boundary)[1:] if part.strip(b"-\r\n")]
+    images = [part.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n") for part in parts]
+    assert len(images) == 3 and all(_image(image).size == (64, 64) for image in images)
+
+
+def test_multiframe_frames_render_differently(live_server_url, owner, loaded):
+    client, _ = _client(live_server_url, owner)
+    us = loaded["us"]
+    frames = client.retrieve_instance_frames_rendered(
+        us.StudyInstanceUID, us.SeriesInstanceUID, us.SOPInstanceUID, frame_numbers=[1], media_types=("image/png",)
+    )
+    third = client.retrieve_instance_frames_rendered(
+        us.StudyInstanceUID, us.SeriesInstanceUID, us.SOPInstanceUID, frame_numbers=[3], media_types=("image/png",)
+    )
+    first_pixels, third_pixels = np.asarray(_image(frames)), np.asarray(_image(third))
+    assert first_pixels.shape == (48, 64, 3)
+    assert not np.array_equal(first_pixels, third_pixels)
+
+
+def test_series_rendered_is_multipart_of_every_image(live_server_url, owner, loaded):
+    _, token = _client(live_server_url, owner)
+    ds = loaded["ct"][0]
+    response = requests.get(f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/rendered",
+                            headers={"Authorization": f"Bearer {token}", "Accept": "image/jpeg"}, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith('multipart/related; type="image/jpeg"')
+    assert response.content.count(b"Content-Type: image/jpeg") == 3
+
+
+def test_other_organisation_gets_404_on_rendered_paths(live_server_url, outsider, loaded):
+    _, token = _client(live_server_url, outsider)
+    ds = loaded["ct"][0]
+    base = f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}"
+    paths = [
+        "/rendered", "/thumbnail", f"/series/{ds.SeriesInstanceUID}/rendered", f"/series/{ds.SeriesInstanceUID}/thumbnail",
+        f"/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered",
+        f"/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/thumbnail",
+        f"/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1/rendered",
+    ]
+    for path in paths:
+        response = requests.get(base + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert response.status_code == 404, path
+
+
+def test_rendered_requires_authentication(live_server_url, loaded):
+    ds = loaded["ct"][0]
+    response = requests.get(f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/thumbnail", timeout=30)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "params, accept, status",
+    [
+        ({"window": "40"}, "image/jpeg", 400),
+        ({"viewport": "0,10"}, "image/jpeg", 400),
+        ({"viewport": "10,10,0,0,999,999"}, "image/jpeg", 400),
+        ({"quality": "500"}, "image/jpeg", 400),
+        ({"bogus": "1"}, "image/jpeg", 400),
+        ({}, "image/gif", 406),
+    ],
+)
+def test_bad_rendered_queries_get_a_clear_4xx(live_server_url, owner, loaded, params, accept, status):
+    _, token = _client(live_server_url, owner)
+    ds = loaded["ct"][0]
+    url = (f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}/rendered")
+    response = requests.get(url, params=params, headers={"Authorization": f"Bearer {token}", "Accept": accept}, timeout=30)
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_a_frame_that_cannot_be_decoded_gets_422_and_the_server_keeps_serving(live_server_url, org, owner, loaded):
+    ds = synthetic.compress(synthetic.ct_study(slices=1, size=64, seed=9)[0], transfer_syntax="1.2.840.10008.1.2.4.90")
+    raw = bytearray(synthetic.to_bytes(ds))
+    codestream = raw.rfind(b"\xff\x4f\xff\x51")  # JPEG 2000 SOC + SIZ
+    raw[codestream + 60: codestream + 400] = bytes(340)  # wreck the coding parameters and data
+    assert ingest(stream=io.BytesIO(bytes(raw)), organization=org, source="test").ok
+    _, token = _client(live_server_url, owner)
+    url = (f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}/rendered")
+    response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 422 and response.json()["code"]
+    good = loaded["ct"][0]
+    again = requests.get(f"{live_server_url}/dicomweb/studies/{good.StudyInstanceUID}/thumbnail",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert again.status_code == 200
+
+
+def test_staff_of_same_org_may_render_but_auditor_may_not(live_server_url, org, loaded):
+    staff = factories.make_user(organization=org, role=Role.STAFF)
+    auditor = factories.make_user(organization=org, role=Role.AUDITOR)
+    ds = loaded["ct"][0]
+    for user, expected in ((staff, 200), (auditor, 404)):
+        _, token = _client(live_server_url, user)
+        response = requests.get(f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/thumbnail",
+                                headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert response.status_code == expected
