@@ -50,6 +50,9 @@ migrations-check: venv
 
 bench: venv
 	$(PY) bench/render_bare.py
+	$(PY) bench/render_pool.py
+	$(PY) bench/render_http.py
+	$(PY) bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

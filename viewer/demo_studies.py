@@ -8,11 +8,8 @@ generator is deterministic and identical objects are reported as duplicates.
 from __future__ import annotations
 
 import io
-import shutil
 from collections import Counter
 from pathlib import Path
-
-from django.conf import settings
 
 
 def load_demo_studies(*, small: bool, stdout) -> str:
@@ -24,7 +21,6 @@ def load_demo_studies(*, small: bool, stdout) -> str:
     from audit.models import ActorType
     from audit.services import record
 
-    _remove_old_plaintext_copy(stdout)
     organization, _ = Organization.objects.get_or_create(slug=DEMO_ORG_SLUG, defaults={"name": DEMO_ORG_NAME})
     studies = synthetic.demo_studies(seed=0, small=small)
     counts: Counter[str] = Counter()
@@ -32,20 +28,26 @@ def load_demo_studies(*, small: bool, stdout) -> str:
         for datasets in studies.values():
             for ds in datasets:
                 counts.update(result.status for _, result in batch.add(io.BytesIO(synthetic.to_bytes(ds))))
+        for path in _bundled_samples():
+            with open(path, "rb") as handle:
+                counts.update(result.status for _, result in batch.add(handle))
         counts.update(result.status for _, result in batch.flush())
     record(action="archive.import", actor="manage.py demo", actor_type=ActorType.SYSTEM, organization=organization,
            object_type="study", details={"stored": counts[Status.STORED], "duplicates": counts[Status.DUPLICATE],
                                          "rejected": counts[Status.REJECTED] + counts[Status.CONFLICT], "demo": True})
     summary = (f"{counts[Status.STORED]} instances stored, {counts[Status.DUPLICATE]} already present, "
-               f"in {len(studies)} studies of {organization.name}")
+               f"({len(studies)} synthetic studies and {len(_bundled_samples())} pydicom samples) in {organization.name}")
     failed = counts[Status.REJECTED] + counts[Status.CONFLICT]
     return summary + (f"; {failed} refused" if failed else "")
 
 
-def _remove_old_plaintext_copy(stdout) -> None:
-    # Earlier versions wrote the demo as plain DICOM files under var/demo/; nothing should be
-    # left on disk unencrypted, so that copy goes.
-    old = Path(settings.DATA_DIR) / "demo"
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-        stdout.write(f"Removed the old unencrypted demo files in {old}")
+# A few of pydicom's bundled (anonymised sample) files, for transfer syntaxes and vendors
+# the generator does not produce. Only files shipped inside the package: nothing is downloaded.
+BUNDLED_SAMPLES = ("CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_rle.dcm")
+
+
+def _bundled_samples() -> list[Path]:
+    import pydicom.data
+
+    root = Path(pydicom.data.__file__).parent / "test_files"
+    return [root / name for name in BUNDLED_SAMPLES if (root / name).is_file()]
