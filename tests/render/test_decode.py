@@ -358,3 +358,13 @@ def test_one_source_decodes_safely_from_two_threads():
         got = list(pool.map(lambda i: source.decode(i).values, range(0, 30, 3)))
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_jpeg_ls_decodes_with_charls_when_installed_and_matches_pydicom():
+    from archive import synthetic
+    from pydicom.uid import JPEGLSLossless
+
+    ds = synthetic.compress(synthetic.ct_study(slices=1, size=64)[0], transfer_syntax=JPEGLSLossless)
+    source = PixelSource(synthetic.to_bytes(ds))
+    assert source._options(1).get("decoding_plugin") == "pyjpegls"  # pyjpegls is a dependency
+    assert np.array_equal(source.decode(0).values, ds.pixel_array)

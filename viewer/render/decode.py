@@ -55,6 +55,13 @@ _JPEG_FAMILY = ("1.2.840.10008.1.2.4.5", "1.2.840.10008.1.2.4.7", "1.2.840.10008
 _J2K_FAMILY = ("1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")
 _RLE = "1.2.840.10008.1.2.5"
 
+# Where several installed plugins decode a syntax, the fastest measured one (bench/render_bare.py:
+# a 512x512 16-bit JPEG-LS frame takes 4.7 ms with CharLS/pyjpegls, 18 ms with pylibjpeg-libjpeg).
+_PREFERRED_PLUGINS = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS Near-Lossless
+}
+
 
 class DecodedFrame(NamedTuple):
     """One decoded frame: stored values, whether they are colour, and their photometric."""
@@ -390,6 +397,7 @@ class PixelSource:
 
     def _options(self, frames: int) -> dict[str, Any]:
         info = self.info
+        plugin = _PREFERRED_PLUGINS.get(str(self.transfer_syntax))
         opts: dict[str, Any] = {
             "rows": info.rows,
             "columns": info.columns,
@@ -405,6 +413,8 @@ class PixelSource:
             opts["planar_configuration"] = info.planar_configuration
         if self._pixel["vr"]:
             opts["pixel_vr"] = self._pixel["vr"]
+        if plugin and plugin in getattr(self._decoder, "available_plugins", ()):
+            opts["decoding_plugin"] = plugin
         return opts
 
     def encoded_frame(self, index: int) -> bytes:
