@@ -361,8 +361,9 @@ def test_one_source_decodes_safely_from_two_threads():
 
 
 def test_jpeg_ls_decodes_with_charls_when_installed_and_matches_pydicom():
-    from archive import synthetic
     from pydicom.uid import JPEGLSLossless
+
+    from archive import synthetic
 
     ds = synthetic.compress(synthetic.ct_study(slices=1, size=64)[0], transfer_syntax=JPEGLSLossless)
     source = PixelSource(synthetic.to_bytes(ds))
