@@ -106,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     data_dir = Path(tempfile.mkdtemp(prefix="lightbox-bench-"))
@@ -119,11 +120,11 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [python, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--lifespan", "off"],
+             "--no-access-log", "--log-level", "warning", "--lifespan", "off", "--workers", str(args.workers)],
             cwd=ROOT, env=env,
         )
         try:
-            for _ in range(200):
+            for _ in range(400):
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                     conn.request("GET", "/healthz")
@@ -131,7 +132,8 @@ def main() -> None:
                         break
                 except OSError:
                     time.sleep(0.1)
-            print(f"# WADO-RS /rendered over HTTP, uvicorn (1 process) + render pool, JPEG q90, {args.seconds:g} s per cell")
+            print(f"# WADO-RS /rendered over HTTP, uvicorn ({args.workers} process(es)) + render pool, JPEG q90, "
+                  f"{args.seconds:g} s per cell")
             print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
             print(f"{'source':<20} {'clients':>7} {'frames/s':>9} {'p50 ms':>7} {'kB/frame':>9} {'errors':>6}")
             for name, paths in config["urls"].items():
