@@ -66,3 +66,19 @@ def get_instance(user, study_uid: str, series_uid: str, instance_uid: str) -> In
     if instance is None:
         raise Http404("no such instance")
     return instance
+
+
+def instances_in_scope(user, study: str, series: str | None = None, instance: str | None = None):
+    """Return (instances queryset, organisation id) of a study, a series of it, or one instance.
+
+    The resource named by the deepest UID given is looked up first, so an unknown or forbidden
+    UID at any level raises Http404 before anything is listed.
+    """
+    if instance is not None:
+        found = get_instance(user, study, series, instance)
+        return instances_for(user).filter(pk=found.pk), found.organization_id
+    if series is not None:
+        found = get_series(user, study, series)
+        return instances_for(user).filter(series=found), found.organization_id
+    found = get_study(user, study)
+    return instances_for(user).filter(series__study=found), found.organization_id

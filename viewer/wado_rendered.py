@@ -124,7 +124,21 @@ def _frames_of(instances) -> list:
 
 
 def _sorted_instances(queryset):
-    return list(queryset.select_related(None).order_by("instance_number", "sop_instance_uid"))
+    # Series in their numbered order, then each stack by instance number.
+    return list(queryset.order_by("series__series_number", "series_id", "instance_number", "sop_instance_uid"))
+
+
+def _renderable_in_scope(user, study, series=None):
+    instances, organization_id = access.instances_in_scope(user, study, series)
+    return _sorted_instances(instances.filter(rows__isnull=False)), organization_id
+
+
+async def _rendered_scope(request, study, series=None):
+    instances, organization_id = await _db(_renderable_in_scope)(request.user, study, series)
+    if not instances:
+        raise Http404("no renderable instances")
+    return await sync_to_async(_multipart)(request, _frames_of(instances), obj_type="series" if series else "study",
+                                          obj_id=series or study, organization_id=organization_id)
 
 
 @require_GET
@@ -158,25 +172,13 @@ async def frames_rendered(request, study, series, instance, frames):
 @require_GET
 @dicomweb_view()
 async def series_rendered(request, study, series):
-    found = await _db(access.get_series)(request.user, study, series)
-    instances = await _db(_sorted_instances)(found.instances.filter(rows__isnull=False))
-    if not instances:
-        raise Http404("no renderable instances")
-    return await sync_to_async(_multipart)(request, _frames_of(instances), obj_type="series", obj_id=series,
-                                          organization_id=found.organization_id)
+    return await _rendered_scope(request, study, series)
 
 
 @require_GET
 @dicomweb_view()
 async def study_rendered(request, study):
-    found = await _db(access.get_study)(request.user, study)
-    instances = await _db(_sorted_instances)(
-        access.instances_for(request.user).filter(series__study=found, rows__isnull=False).order_by("series__series_number")
-    )
-    if not instances:
-        raise Http404("no renderable instances")
-    return await sync_to_async(_multipart)(request, _frames_of(instances), obj_type="study", obj_id=study,
-                                          organization_id=found.organization_id)
+    return await _rendered_scope(request, study)
 
 
 def _representative(instances):
@@ -195,8 +197,8 @@ async def instance_thumbnail(request, study, series, instance):
 @require_GET
 @dicomweb_view()
 async def series_thumbnail(request, study, series):
-    found = await _db(access.get_series)(request.user, study, series)
-    chosen = _representative(await _db(_sorted_instances)(found.instances.filter(rows__isnull=False)))
+    instances, _ = await _db(_renderable_in_scope)(request.user, study, series)
+    chosen = _representative(instances)
     if chosen is None:
         raise Http404("no renderable instances")
     return await _single_image(request, chosen, frame=0, thumbnail=True, obj_type="series", obj_id=series)

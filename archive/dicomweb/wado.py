@@ -301,7 +301,12 @@ async def _object_parts(plans: list[tuple[Instance, bool]], prepared: dict[int, 
         yield f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}", _bytes_chunks(data)
 
 
-def _retrieve_objects(request, resource: str, instances, kwargs: dict, organization) -> StreamingHttpResponse:
+def _scope(request, kwargs: dict):
+    """The instances (and their organisation) named by the URL's study/series/instance UIDs."""
+    return access.instances_in_scope(request.user, kwargs["study"], kwargs.get("series"), kwargs.get("instance"))
+
+
+def _retrieve_objects(request, resource: str, instances, organization, kwargs: dict) -> StreamingHttpResponse:
     instances = list(
         instances.select_related("series")
         .defer("metadata")
@@ -345,27 +350,21 @@ def _retrieve_objects(request, resource: str, instances, kwargs: dict, organizat
 @dicomweb_view()
 @_guarded("study")
 def retrieve_study(request, **kwargs):
-    study = access.get_study(request.user, kwargs["study"])
-    instances = access.instances_for(request.user).filter(series__study=study)
-    return _retrieve_objects(request, "study", instances, kwargs, study.organization_id)
+    return _retrieve_objects(request, "study", *_scope(request, kwargs), kwargs)
 
 
 @require_safe
 @dicomweb_view()
 @_guarded("series")
 def retrieve_series(request, **kwargs):
-    series = access.get_series(request.user, kwargs["study"], kwargs["series"])
-    instances = access.instances_for(request.user).filter(series=series)
-    return _retrieve_objects(request, "series", instances, kwargs, series.organization_id)
+    return _retrieve_objects(request, "series", *_scope(request, kwargs), kwargs)
 
 
 @require_safe
 @dicomweb_view()
 @_guarded("instance")
 def retrieve_instance(request, **kwargs):
-    instance = access.get_instance(request.user, kwargs["study"], kwargs["series"], kwargs["instance"])
-    instances = access.instances_for(request.user).filter(pk=instance.pk)
-    return _retrieve_objects(request, "instance", instances, kwargs, instance.organization_id)
+    return _retrieve_objects(request, "instance", *_scope(request, kwargs), kwargs)
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -404,7 +403,7 @@ async def _metadata_body(ids: list[int], base: str) -> AsyncIterator[bytes]:
     yield b"]"
 
 
-def _metadata(request, resource: str, instances, kwargs: dict, organization) -> StreamingHttpResponse:
+def _metadata(request, resource: str, instances, organization, kwargs: dict) -> StreamingHttpResponse:
     if not multipart.accepts_json(request.headers.get("Accept")):
         raise _Refusal(406, "metadata is sent as application/dicom+json only")
     ids = list(
@@ -421,27 +420,21 @@ def _metadata(request, resource: str, instances, kwargs: dict, organization) -> 
 @dicomweb_view()
 @_guarded("study-metadata")
 def study_metadata(request, **kwargs):
-    study = access.get_study(request.user, kwargs["study"])
-    instances = access.instances_for(request.user).filter(series__study=study)
-    return _metadata(request, "study-metadata", instances, kwargs, study.organization_id)
+    return _metadata(request, "study-metadata", *_scope(request, kwargs), kwargs)
 
 
 @require_safe
 @dicomweb_view()
 @_guarded("series-metadata")
 def series_metadata(request, **kwargs):
-    series = access.get_series(request.user, kwargs["study"], kwargs["series"])
-    instances = access.instances_for(request.user).filter(series=series)
-    return _metadata(request, "series-metadata", instances, kwargs, series.organization_id)
+    return _metadata(request, "series-metadata", *_scope(request, kwargs), kwargs)
 
 
 @require_safe
 @dicomweb_view()
 @_guarded("instance-metadata")
 def instance_metadata(request, **kwargs):
-    instance = access.get_instance(request.user, kwargs["study"], kwargs["series"], kwargs["instance"])
-    instances = access.instances_for(request.user).filter(pk=instance.pk)
-    return _metadata(request, "instance-metadata", instances, kwargs, instance.organization_id)
+    return _metadata(request, "instance-metadata", *_scope(request, kwargs), kwargs)
 
 
 # --- pixel data ------------------------------------------------------------------------------
