@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo --if-empty
-	$(PY) -m uvicorn config.asgi:application --host 127.0.0.1 --port $(PORT) --no-server-header --ws websockets-sansio
+	$(PY) -m uvicorn config.asgi:application --host 127.0.0.1 --port $(PORT) --no-server-header --ws websockets-sansio --ws-per-message-deflate false
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

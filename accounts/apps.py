@@ -6,4 +6,5 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and organisations"
 
     def ready(self) -> None:
-        from accounts import checks, signals  # noqa: F401  (registers checks and audit hooks)
+        # checks, audit hooks, session records (sessions), lockout audit (lockout)
+        from accounts import checks, lockout, sessions, signals  # noqa: F401

@@ -10,7 +10,9 @@ from audit.services import record
 
 @receiver(user_logged_in)
 def _on_login(sender, request, user, **kwargs):
-    record(action="auth.login", actor=user, request=request, object_type="user", object_id=user.pk)
+    method = "oidc" if getattr(user, "backend", "") == "accounts.oidc.LightboxOIDCBackend" else "password"
+    record(action="auth.login", actor=user, request=request, object_type="user", object_id=user.pk,
+           details={"method": method})
 
 
 @receiver(user_logged_out)

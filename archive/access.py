@@ -6,30 +6,55 @@ Http404, so a caller cannot probe which UIDs exist in another organisation.
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 
-from accounts.policy import Action, organizations_where
-from archive.models import Instance, Series, Study
+from accounts.policy import Action, organizations_where, visibility
+from archive.models import Classification, Instance, PatientLink, Series, Study, StudyGrant
 
 
 def visible_organization_ids(user, action: str = Action.STUDY_VIEW) -> list[int]:
-    """Organisations whose studies `user` may see."""
+    """Organisations some of whose studies `user` may see."""
     return organizations_where(user, action)
 
 
-def studies_for(user):
+def study_filter(user, prefix: str = "", action: str = Action.STUDY_VIEW) -> Q:
+    """A filter for the studies `user` may act on, applied at `prefix` ("" for Study, "study__"
+    for Series, "series__study__" for Instance).
+
+    The same rules as accounts.policy.can on one study: organisation and role (with access
+    rules), a patient's own record only, restricted studies only with a current grant.
+    """
+    seen = visibility(user, action)
+    if not seen.org_ids:
+        return Q(pk__in=[])
+    allowed = Q(**{f"{prefix}organization_id__in": sorted(seen.full_org_ids)})
+    if seen.own_patient_org_ids:
+        own_patients = PatientLink.objects.filter(user=user).values("patient_id")
+        allowed |= Q(
+            **{
+                f"{prefix}organization_id__in": sorted(seen.own_patient_org_ids),
+                f"{prefix}patient_id__in": own_patients,
+            }
+        )
+    study_pk = OuterRef(f"{prefix}pk") if prefix == "" else OuterRef(prefix.removesuffix("__"))
+    granted = Exists(StudyGrant.objects.current().filter(user=user, study=study_pk))
+    return allowed & (~Q(**{f"{prefix}classification": Classification.RESTRICTED}) | granted)
+
+
+def studies_for(user, action: str = Action.STUDY_VIEW):
     """QuerySet of studies visible to `user`."""
-    return Study.objects.filter(organization_id__in=visible_organization_ids(user))
+    return Study.objects.filter(study_filter(user, "", action))
 
 
-def series_for(user):
+def series_for(user, action: str = Action.STUDY_VIEW):
     """QuerySet of series visible to `user`."""
-    return Series.objects.filter(organization_id__in=visible_organization_ids(user))
+    return Series.objects.filter(study_filter(user, "study__", action))
 
 
-def instances_for(user):
+def instances_for(user, action: str = Action.STUDY_VIEW):
     """QuerySet of instances visible to `user`."""
-    return Instance.objects.filter(organization_id__in=visible_organization_ids(user))
+    return Instance.objects.filter(study_filter(user, "series__study__", action))
 
 
 def get_study(user, study_uid: str) -> Study:

@@ -8,9 +8,13 @@ never patient names, and search matches accession numbers and UIDs only.
 from django.contrib import admin
 from django.db.models import Count
 
+from accounts.admin import PolicyChangeAdmin
 from accounts.policy import Action, can, organizations_where
-from archive.models import DataKey, Instance, Series, Study
+from archive.access import study_filter
+from archive.models import DataKey, Instance, PatientLink, Series, Study, StudyGrant
 from audit.services import record
+
+_STUDY_PATH = {Study: "", Series: "study__", Instance: "series__study__"}
 
 
 class _ReadOnlyInline(admin.TabularInline):
@@ -87,9 +91,8 @@ class _ArchiveAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).filter(
-            organization_id__in=organizations_where(request.user, Action.STUDY_VIEW)
-        )
+        # The same filter as every other lookup: patients' own records, restricted-study grants.
+        return super().get_queryset(request).filter(study_filter(request.user, _STUDY_PATH[self.model]))
 
 
 @admin.register(Study)
@@ -175,3 +178,52 @@ class DataKeyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(StudyGrant)
+class StudyGrantAdmin(PolicyChangeAdmin):
+    """Explicit grants to open `restricted` studies. Administrators decide; they see no images."""
+
+    action = Action.ORG_MANAGE
+    list_display = ["study", "user", "reason", "granted_by", "created_at", "expires_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["=study__study_instance_uid", "user__email"]
+    raw_id_fields = ["study", "user"]
+    fields = ["study", "user", "reason", "expires_at", "revoked_at", "granted_by", "created_at"]
+    readonly_fields = ["granted_by", "created_at"]
+
+    def organization_of(self, obj):
+        return obj.study.organization_id
+
+    def scope(self, queryset, org_ids):
+        return queryset.filter(study__organization_id__in=org_ids)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.granted_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(PatientLink)
+class PatientLinkAdmin(PolicyChangeAdmin):
+    """Staff link a patient's account to their Patient record (the patient then sees those studies)."""
+
+    action = Action.STUDY_IMPORT
+    list_display = ["user", "patient", "method", "linked_by", "created_at"]
+    list_filter = ["method"]
+    search_fields = ["user__email", "=patient__patient_id"]
+    raw_id_fields = ["user", "patient"]
+    fields = ["user", "patient", "method", "linked_by", "created_at"]
+    readonly_fields = ["method", "linked_by", "created_at"]
+
+    def organization_of(self, obj):
+        return obj.patient.organization_id
+
+    def scope(self, queryset, org_ids):
+        return queryset.filter(patient__organization_id__in=org_ids)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.method = PatientLink.Method.STAFF
+            obj.linked_by = request.user
+        super().save_model(request, obj, form, change)

@@ -23,7 +23,7 @@ from django.db import transaction
 from accounts.policy import Action, can
 from archive.blobstore import BlobInfo, IntegrityError, WrappedKey
 from archive.blobstore import rotation as blob_rotation
-from archive.models import DataKey, Instance
+from archive.models import DataKey, DerivedCopy, Instance
 from archive.storage import create_data_key, get_store, key_provider, resolve_dek
 from audit.models import ActorType
 from audit.services import record
@@ -121,6 +121,7 @@ class DekReport:
     skipped: int = 0
     retired: list[str] = field(default_factory=list)
     remaining: int = 0  # instances still under a retiring DEK (run again to finish)
+    copies_dropped: int = 0  # derived fast-decode copies under old keys (derived again in the background)
 
 
 def _start_or_resume(organization, actor) -> tuple[DataKey, bool]:
@@ -195,15 +196,30 @@ def rotate_dek(*, organization, actor=None, progress: Callable[[], None] | None 
         if not Instance.objects.filter(organization=organization).exclude(data_key=target).exists():
             break
     report.remaining = Instance.objects.filter(organization=organization).exclude(data_key=target).count()
+    report.copies_dropped = _drop_derived_copies_off(organization, target)
     for old in DataKey.objects.filter(organization=organization, state=DataKey.State.RETIRING):
-        if not Instance.objects.filter(data_key=old).exists():
+        if not Instance.objects.filter(data_key=old).exists() and not DerivedCopy.objects.filter(data_key=old).exists():
             DataKey.objects.filter(pk=old.pk).update(state=DataKey.State.RETIRED)
             report.retired.append(old.key_id)
             _audit("key.dek_retired", actor=actor, organization=organization, object_id=old.key_id)
     _audit("key.dek_rotated", actor=actor, organization=organization, object_id=target.key_id,
            details={"moved": report.moved, "skipped": report.skipped, "resumed": resumed,
+                    "derived_copies_dropped": report.copies_dropped,
                     "retired": report.retired, "remaining": report.remaining})
     return report
+
+
+def _drop_derived_copies_off(organization, target: DataKey) -> int:
+    """Delete derived fast-decode copies not under `target`: they are caches of the originals,
+    so the background job derives them again under the new key instead of re-encrypting them."""
+    store = get_store()
+    dropped = 0
+    for copy in DerivedCopy.objects.filter(organization=organization).exclude(data_key=target).exclude(blob_id=""):
+        with transaction.atomic():
+            DerivedCopy.objects.filter(pk=copy.pk).delete()
+        store.delete(copy.blob_id)  # after the row: a crash in between leaves an orphan, never a dangling row
+        dropped += 1
+    return dropped
 
 
 def _adopt_already_moved(organization, target: DataKey) -> None:

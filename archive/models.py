@@ -6,6 +6,7 @@ needed to find, sort and authorise (and the DICOM JSON of each header for QIDO/m
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -66,9 +67,9 @@ class Patient(models.Model):
 class StudyQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Studies `user` may view, through the policy seam."""
-        from accounts.policy import Action, organizations_where
+        from archive.access import study_filter
 
-        return self.filter(organization_id__in=organizations_where(user, Action.STUDY_VIEW))
+        return self.filter(study_filter(user))
 
 
 class Study(models.Model):
@@ -156,3 +157,79 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.sop_instance_uid
+
+
+class DerivedCopy(models.Model):
+    """A lossless fast-decode copy of an instance (JPEG 2000 -> RLE) that rendering reads instead.
+
+    Never replaces the original: DICOMweb retrieval, downloads and verification of the original
+    use `Instance.blob_id` only. Encrypted like every blob; a regenerable cache, so a DEK
+    rotation drops copies under the old key and the background job derives them again.
+    """
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="derived_copy")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    # Empty when deriving failed; `error` then says why and the instance is not tried again.
+    blob_id = models.CharField(max_length=32, blank=True, db_index=True)
+    data_key = models.ForeignKey(DataKey, on_delete=models.PROTECT, null=True, blank=True, related_name="derived_copies")
+    transfer_syntax_uid = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256_stored = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "derived copies"
+
+    def __str__(self) -> str:
+        return f"Fast copy of instance {self.instance_id}"
+
+
+class StudyGrantQuerySet(models.QuerySet):
+    def current(self):
+        from django.utils import timezone
+
+        return self.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
+
+
+class StudyGrant(models.Model):
+    """An explicit permission for one user to open one `restricted` study."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="study_grants")
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = StudyGrantQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"Grant on study {self.study_id} to {self.user}"
+
+
+class PatientLink(models.Model):
+    """Ties a patient's Lightbox account to their Patient record: they see only these studies."""
+
+    class Method(models.TextChoices):
+        STAFF = "staff", "Linked by staff"
+        SELF_SERVICE = "self_service", "Proved MRN, date of birth and e-mail code"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="patient_links")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="account_links")
+    method = models.CharField(max_length=20, choices=Method.choices)
+    linked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "patient"], name="unique_patient_link")]
+
+    def __str__(self) -> str:
+        return f"{self.user} is patient {self.patient_id}"

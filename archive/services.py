@@ -34,7 +34,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from archive.blobstore import BlobNotFound, BlobStoreError, VerifyResult
 from archive.errors import InvalidUpload
 from archive.headers import BULK_VRS, PIXEL_DATA_TAGS, Problem, metadata_json, read_header, validate_instance
-from archive.models import Instance, Patient, Series, Study
+from archive.models import DerivedCopy, Instance, Patient, Series, Study
 from archive.storage import active_data_key, blob_age_seconds, get_store, stale_partial_writes
 from audit.models import ActorType, Outcome
 from audit.services import record
@@ -676,6 +676,7 @@ class VerifyProblem:
 @dataclass
 class VerifyReport:
     checked: int = 0
+    checked_copies: int = 0  # derived fast-decode copies
     bytes: int = 0
     problems: list[VerifyProblem] = field(default_factory=list)
 
@@ -699,6 +700,17 @@ def verify_store(*, organization=None, on_checked: Callable[[VerifyResult], None
             report.problems.append(VerifyProblem(pk, sop_uid, blob_id, result.error or "failed"))
         if on_checked is not None:
             on_checked(result)
+    copies = DerivedCopy.objects.exclude(blob_id="").order_by("pk")
+    if organization is not None:
+        copies = copies.filter(organization=organization)
+    for pk, sop_uid, blob_id, sha in copies.values_list(
+        "instance_id", "instance__sop_instance_uid", "blob_id", "sha256_stored"
+    ).iterator(chunk_size=2000):
+        result = store.verify(blob_id, sha)
+        report.checked_copies += 1
+        report.bytes += result.size or 0
+        if not result.ok:
+            report.problems.append(VerifyProblem(pk, sop_uid, blob_id, f"derived copy: {result.error or 'failed'}"))
     record(
         action="archive.store_verified",
         actor=actor,
@@ -706,7 +718,7 @@ def verify_store(*, organization=None, on_checked: Callable[[VerifyResult], None
         organization=organization,
         object_type="blob_store",
         outcome=Outcome.FAILURE if report.problems else Outcome.SUCCESS,
-        details={"checked": report.checked, "problems": len(report.problems),
+        details={"checked": report.checked, "checked_copies": report.checked_copies, "problems": len(report.problems),
                  "instances": [p.instance_id for p in report.problems][:1000]},
     )
     return report
@@ -733,6 +745,8 @@ def sweep_orphans(*, grace_seconds: float = 3600, dry_run: bool = False, actor: 
 
     def settle() -> None:
         referenced = set(Instance.objects.filter(blob_id__in=batch).values_list("blob_id", flat=True))
+        # Derived fast-decode copies are referenced blobs too.
+        referenced |= set(DerivedCopy.objects.filter(blob_id__in=batch).values_list("blob_id", flat=True))
         for blob_id in batch:
             if blob_id in referenced:
                 continue

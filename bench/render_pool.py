@@ -59,6 +59,12 @@ def build_files(directory: Path) -> dict[str, tuple[str, RenderParams]]:
         path = directory / f"{label.replace(' ', '_')}.dcm"
         path.write_bytes(to_bytes(ds))
         files[label] = (str(path), CT_PARAMS)
+    # What rendering reads once the background job has derived a JPEG 2000 instance's fast copy.
+    from viewer.render.transcode import fast_lossless_copy
+
+    path = directory / "CT_512_J2K_fast_copy.dcm"
+    path.write_bytes(fast_lossless_copy(Path(files["CT 512 JPEG 2000"][0]).read_bytes()))
+    files["CT 512 J2K fast copy"] = (str(path), CT_PARAMS)
     path = directory / "us.dcm"
     path.write_bytes(to_bytes(us_multiframe(frames=10)))
     files["US 640x480 RGB (1 fr)"] = (str(path), US_PARAMS)

@@ -7,6 +7,7 @@ import uuid
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
+from config.client_ip import client_ip_of_request, client_ip_var
 from config.request_context import request_id_var
 
 
@@ -24,25 +25,31 @@ class RequestIdMiddleware:
     def _start(self, request):
         # SECURITY: never trust a client-supplied id; it would let a caller forge log correlation.
         request.request_id = uuid.uuid4().hex
-        return request_id_var.set(request.request_id)
+        # The policy's network rules read the client address from here (accounts.policy).
+        return request_id_var.set(request.request_id), client_ip_var.set(client_ip_of_request(request))
+
+    @staticmethod
+    def _finish(tokens):
+        request_id_var.reset(tokens[0])
+        client_ip_var.reset(tokens[1])
 
     def __call__(self, request):
         if iscoroutinefunction(self):
             return self.__acall__(request)
-        token = self._start(request)
+        tokens = self._start(request)
         try:
             response = self.get_response(request)
         finally:
-            request_id_var.reset(token)
+            self._finish(tokens)
         response.headers["X-Request-ID"] = request.request_id
         return response
 
     async def __acall__(self, request):
-        token = self._start(request)
+        tokens = self._start(request)
         try:
             response = await self.get_response(request)
         finally:
-            request_id_var.reset(token)
+            self._finish(tokens)
         response.headers["X-Request-ID"] = request.request_id
         return response
 
@@ -96,7 +103,7 @@ class ApiSecurityHeadersMiddleware:
         headers = response.headers
         headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
+        headers.setdefault("Referrer-Policy", "no-referrer")  # an API response is never a page with links
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         headers.setdefault("Cache-Control", "no-store")

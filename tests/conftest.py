@@ -19,6 +19,12 @@ def _test_settings(request, tmp_path):
         yield
         return
     settings = request.getfixturevalue("settings")
+    # Row ids restart between tests, so per-process caches keyed by them must too.
+    from archive.storage import forget_cached_keys
+    from viewer import rendering
+
+    forget_cached_keys()
+    rendering._key_ids.clear()
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATA_DIR = tmp_path / "data"
     settings.DATA_DIR.mkdir()
@@ -97,6 +103,8 @@ class LiveASGIServer:
             log_config=None,
             lifespan="off",
             ws="websockets-sansio",
+            # Frames are JPEG/PNG already: per-message deflate would only burn CPU (5x fewer frames/s).
+            ws_per_message_deflate=False,
             log_level="warning",
         )
         self.server = uvicorn.Server(config)

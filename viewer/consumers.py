@@ -6,6 +6,10 @@ import json
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from viewer.stream import ViewerConsumer  # the viewer socket (/ws/viewer/) lives in viewer/stream.py
+
+__all__ = ["SessionEventsConsumer", "ViewerConsumer", "user_group"]
+
 
 def user_group(user_id: int) -> str:
     """Return the channel-layer group that reaches every socket of one user."""
@@ -19,6 +23,11 @@ class SessionEventsConsumer(AsyncWebsocketConsumer):
     """
 
     async def connect(self):
+        from accounts.sessions import hash_session_key
+
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        # Which browser session this socket serves, so an event for one session closes only its sockets.
+        self.session_hash = hash_session_key(session_key) if session_key else None
         self.group = user_group(self.scope["user"].pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -38,7 +47,15 @@ class SessionEventsConsumer(AsyncWebsocketConsumer):
         await self.send(json.dumps({"type": "pong"}))
 
     async def session_event(self, event):
-        """Forward a group message `{"type": "session.event", "event": ..., "reason": ...}`."""
+        """Forward a group message `{"type": "session.event", "event": ..., "reason": ...}`.
+
+        Optional keys (never forwarded): `session`, the key hash of the one session concerned, and
+        `except_session`, a session the event spares (sign out everywhere else).
+        """
+        if event.get("session") and event["session"] != self.session_hash:
+            return
+        if event.get("except_session") and event["except_session"] == self.session_hash:
+            return
         await self.send(json.dumps({"type": "session", "event": event["event"], "reason": event.get("reason", "")}))
         if event.get("close"):
             await self.close(code=4403)

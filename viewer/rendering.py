@@ -8,9 +8,10 @@ from pathlib import Path
 
 from django.conf import settings
 
-from archive.models import DataKey
+from archive.models import DataKey, DerivedCopy
 from archive.storage import resolve_dek
 from viewer.pool import RenderPool, Source
+from viewer.render.transcode import needs_fast_copy
 
 _lock = threading.Lock()
 _pool: RenderPool | None = None
@@ -50,8 +51,30 @@ def _key_id(data_key_id: int) -> str:
     return key_id
 
 
-def source_for(instance) -> Source:
-    """The pool Source of an instance: routed and cached by its (immutable) blob id."""
-    key_id = _key_id(instance.data_key_id)
+def _source(blob_id: str, data_key_id: int) -> Source:
+    key_id = _key_id(data_key_id)
     root = str(Path(settings.DATA_DIR) / "blobs")
-    return Source(key=instance.blob_id, opener_arg=(root, instance.blob_id, key_id, resolve_dek(key_id)))
+    return Source(key=blob_id, opener_arg=(root, blob_id, key_id, resolve_dek(key_id)))
+
+
+def original_source_for(instance) -> Source:
+    """The pool Source of an instance's original bytes."""
+    return _source(instance.blob_id, instance.data_key_id)
+
+
+def source_for(instance) -> Source:
+    """The pool Source to render an instance from: routed and cached by its (immutable) blob id.
+
+    JPEG 2000 instances render from their derived fast-decode copy once it exists (one small
+    query, only for those syntaxes); everything else, and J2K before its copy, from the original.
+    """
+    if needs_fast_copy(instance.transfer_syntax_uid):
+        copy = (
+            DerivedCopy.objects.filter(instance_id=instance.pk)
+            .exclude(blob_id="")
+            .values_list("blob_id", "data_key_id")
+            .first()
+        )
+        if copy is not None:
+            return _source(*copy)
+    return original_source_for(instance)

@@ -4,4 +4,5 @@ from viewer import consumers
 
 websocket_urlpatterns = [
     path("ws/session/", consumers.SessionEventsConsumer.as_asgi()),
+    path("ws/viewer/", consumers.ViewerConsumer.as_asgi()),
 ]

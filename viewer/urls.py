@@ -2,11 +2,19 @@
 
 from django.urls import path
 
+from viewer import views
 from viewer import wado_rendered as rendered
 
 app_name = "viewer"
 
 INSTANCE = "studies/<str:study>/series/<str:series>/instances/<str:instance>"
+
+# The viewer pages, mounted at /viewer/ by config/urls.py.
+urlpatterns = [
+    path("ticket/", views.ticket, name="ticket"),
+    path("thumb/<str:study_uid>/<str:series_uid>/", views.series_thumbnail, name="thumbnail"),
+    path("<str:study_uid>/", views.viewer_page, name="viewer"),
+]
 
 dicomweb_patterns = [
     path("studies/<str:study>/rendered", rendered.study_rendered, name="study-rendered"),

@@ -36,6 +36,11 @@ def resolve_caller(request) -> tuple[object | None, str | None]:
     if user is None:
         user = _session_user(request)
     if user is not None and user.is_authenticated:
+        from accounts.mfa import is_verified
+
+        # SECURITY: a browser session counts only after its second factor, as on every page.
+        if not is_verified(request):
+            return None, "second factor required: complete sign-in verification first"
         return user, None
     return None, "authentication required"
 
@@ -51,6 +56,12 @@ def _session_user(request):
     session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     request.user = get_user(request) if session_key else AnonymousUser()
+    from accounts.sessions import session_check
+
+    # SECURITY: no SessionPolicyMiddleware on this chain, so refuse idle, too old or
+    # ended-elsewhere sessions here (read-only: API calls are not user activity).
+    if session_check(request) is not None:
+        request.user = AnonymousUser()
     return request.user
 
 

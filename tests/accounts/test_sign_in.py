@@ -3,7 +3,7 @@
 import pytest
 
 from audit.models import AuditEvent
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -34,6 +34,6 @@ def test_anonymous_home_redirects_to_sign_in(client):
 
 
 def test_signed_in_home_lists_roles(client, owner):
-    client.force_login(owner)
+    sign_in(client, owner)
     response = client.get("/")
     assert b"Clinician at St Elsewhere" in response.content

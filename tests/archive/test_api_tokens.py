@@ -17,6 +17,7 @@ from accounts.tokens import issue_api_token
 from archive import synthetic
 from archive.services import ingest
 from audit.models import AuditEvent
+from tests.factories import sign_in
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def test_dicomweb_client_with_expired_or_revoked_token_gets_401(live_server_url,
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_browser_session_reads_from_the_live_server(live_server_url, client, owner, study_uid):
-    client.force_login(owner)
+    sign_in(client, owner)
     cookies = {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}
     response = requests.get(f"{live_server_url}/dicomweb/studies", cookies=cookies, timeout=10)
     assert response.status_code == 200 and len(response.json()) == 1

@@ -20,6 +20,7 @@ from archive import synthetic
 from archive.services import ingest
 from archive.synthetic import SyntheticPatient
 from audit.models import AuditEvent
+from tests.factories import sign_in
 
 PATIENT = "ZWEISTEIN^HILDEGARD"
 
@@ -72,7 +73,7 @@ def _read(response) -> bytes:
 
 
 def test_owner_reads_every_resource_and_every_response_is_no_store(client, owner, study):
-    client.force_login(owner)  # a browser session works as well as a token
+    sign_in(client, owner)  # a browser session works as well as a token
     for path in [*_resource_paths(study), "studies", "series", "instances"]:
         response = client.get(f"/dicomweb/{path}")
         assert response.status_code == 200, path
@@ -81,7 +82,7 @@ def test_owner_reads_every_resource_and_every_response_is_no_store(client, owner
 
 
 def test_errors_are_no_store_too(client, owner, study):
-    client.force_login(owner)
+    sign_in(client, owner)
     for path in (f"{study['instance_path']}/frames/0", "studies/1.2.3", "studies?limit=x"):
         response = client.get(f"/dicomweb/{path}")
         assert response.status_code in (400, 404)
@@ -89,7 +90,7 @@ def test_errors_are_no_store_too(client, owner, study):
 
 
 def test_outsider_gets_404_on_every_resource(client, outsider, study):
-    client.force_login(outsider)
+    sign_in(client, outsider)
     for path in _resource_paths(study):
         response = client.get(f"/dicomweb/{path}")
         assert response.status_code == 404, path
@@ -100,7 +101,7 @@ def test_outsider_gets_404_on_every_resource(client, outsider, study):
 
 
 def test_outsider_finds_nothing(client, outsider, study):
-    client.force_login(outsider)
+    sign_in(client, outsider)
     for path in ("studies", "series", "instances"):
         response = client.get(f"/dicomweb/{path}", {"PatientName": "*"})
         assert response.status_code == 200 and response.json() == []
@@ -133,7 +134,7 @@ def test_outsider_with_a_token_gets_404_from_a_dicomweb_client(live_server_url, 
 
 
 def test_bad_frame_requests_are_refused(client, owner, study, org):
-    client.force_login(owner)
+    sign_in(client, owner)
     frames = f"/dicomweb/{study['instance_path']}/frames"
     for bad in ("0", "2", "1,x", "-1", "1,,2"):
         assert client.get(f"{frames}/{bad}").status_code == 400, bad
@@ -149,7 +150,7 @@ def test_bad_frame_requests_are_refused(client, owner, study, org):
 
 
 def test_unsupported_transfer_syntax_gets_406(client, owner, study):
-    client.force_login(owner)
+    sign_in(client, owner)
     jpeg = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
     assert client.get(f"/dicomweb/{study['instance_path']}", HTTP_ACCEPT=jpeg).status_code == 406
     assert client.get(f"/dicomweb/{study['study_path']}", HTTP_ACCEPT="application/zip").status_code == 406
@@ -160,7 +161,7 @@ def test_unsupported_transfer_syntax_gets_406(client, owner, study):
 
 
 def test_each_request_is_one_audit_event_with_keys_and_counts(client, owner, study):
-    client.force_login(owner)
+    sign_in(client, owner)
     before = AuditEvent.objects.count()
     client.get("/dicomweb/studies", {"PatientName": PATIENT, "includefield": "InstitutionName"})
     _read(client.get(f"/dicomweb/{study['study_path']}"))
@@ -225,7 +226,7 @@ def test_no_patient_name_in_audit_trail_or_logs(live_server_url, owner, study):
 
 
 def test_a_name_in_the_path_is_not_audited(client, owner, study):
-    client.force_login(owner)
+    sign_in(client, owner)
     for path in (f"studies/{PATIENT}/metadata", f"studies/{PATIENT}/series", f"{study['study_path']}/series/{PATIENT}"):
         assert client.get(f"/dicomweb/{path}").status_code == 404
     events = AuditEvent.objects.filter(outcome="denied")
@@ -234,7 +235,7 @@ def test_a_name_in_the_path_is_not_audited(client, owner, study):
 
 
 def test_resources_other_than_stow_answer_only_get(client, owner, study):
-    client.force_login(owner)
+    sign_in(client, owner)
     for path in _resource_paths(study)[1:]:  # the first, /studies/{study}, also takes STOW's POST
         assert client.post(f"/dicomweb/{path}").status_code == 405, path
         assert client.delete(f"/dicomweb/{path}").status_code == 405, path

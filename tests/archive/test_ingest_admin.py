@@ -8,10 +8,11 @@ import pytest
 
 from accounts.models import Role
 from archive import synthetic
-from archive.models import DataKey, Series, Study
+from archive.models import DataKey, Series, Study, StudyGrant
 from archive.services import ingest_many
 from audit.models import AuditEvent
 from tests import factories
+from tests.factories import sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def staff(org):
 
 
 def test_staff_list_studies_without_patient_names(client, staff, study):
-    client.force_login(staff)
+    sign_in(client, staff)
     page = client.get("/admin/archive/study/")
     assert page.status_code == 200
     assert study.accession_number.encode() in page.content and b"HIDDENNAME" not in page.content
@@ -42,7 +43,7 @@ def test_staff_list_studies_without_patient_names(client, staff, study):
 
 
 def test_a_study_page_is_read_only_but_its_classification(client, staff, study):
-    client.force_login(staff)
+    sign_in(client, staff)
     url = f"/admin/archive/study/{study.pk}/change/"
     page = client.get(url)
     assert page.status_code == 200
@@ -55,22 +56,26 @@ def test_a_study_page_is_read_only_but_its_classification(client, staff, study):
     study.refresh_from_db()
     assert study.classification == "restricted" and study.study_instance_uid != "1.2.3"
     assert AuditEvent.objects.get(action="study.classification_changed").object_id == study.study_instance_uid
-    assert client.get(f"/admin/archive/series/{Series.objects.get().pk}/change/").status_code == 200
+    # Restricted now: even staff reach it only with an explicit grant.
+    series_url = f"/admin/archive/series/{Series.objects.get().pk}/change/"
+    assert client.get(series_url).status_code == 302
+    StudyGrant.objects.create(study=study, user=staff, reason="ticket 42")
+    assert client.get(series_url).status_code == 200
 
 
 def test_other_organisations_do_not_see_the_study(client, study, other_org):
     outsider = factories.make_user(organization=other_org, role=Role.STAFF, is_staff=True)
-    client.force_login(outsider)
+    sign_in(client, outsider)
     assert study.accession_number.encode() not in client.get("/admin/archive/study/").content
     assert client.get(f"/admin/archive/study/{study.pk}/change/").status_code in (302, 403, 404)
 
 
 def test_data_keys_are_shown_to_key_custodians_only_and_never_their_bytes(client, org, staff, study):
     key = DataKey.objects.get()
-    client.force_login(staff)
+    sign_in(client, staff)
     assert client.get("/admin/archive/datakey/").status_code == 403
     custodian = factories.make_user(organization=org, role=Role.ADMIN, is_staff=True, is_key_custodian=True)
-    client.force_login(custodian)
+    sign_in(client, custodian)
     listing = client.get("/admin/archive/datakey/")
     assert listing.status_code == 200 and key.key_id.encode() in listing.content
     page = client.get(f"/admin/archive/datakey/{key.pk}/change/")

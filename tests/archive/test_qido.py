@@ -16,6 +16,7 @@ from archive import synthetic
 from archive.dicomweb import qido
 from archive.services import ingest
 from archive.synthetic import SyntheticPatient
+from tests.factories import sign_in
 
 # Default attributes of each level (PS3.18 Tables 10.6.3-3 to -5), by tag.
 STUDY_TAGS = {
@@ -92,7 +93,7 @@ def archive(org) -> Archive:
 
 @pytest.fixture
 def api(client, owner):
-    client.force_login(owner)
+    sign_in(client, owner)
 
     def get(path: str, params=None, **headers):
         return client.get("/dicomweb/" + path, params or {}, **headers)
@@ -239,7 +240,7 @@ def test_error_messages_do_not_echo_values(api, archive):
 
 
 def test_a_key_given_twice_is_refused(client, owner, archive):
-    client.force_login(owner)
+    sign_in(client, owner)
     response = client.get("/dicomweb/studies?PatientID=P-1&PatientID=P-2")
     assert response.status_code == 400
 
@@ -311,7 +312,7 @@ def make_archive_copy(org) -> None:
 
 
 def test_outsider_sees_no_results_and_scoped_searches_404(client, outsider, archive):
-    client.force_login(outsider)
+    sign_in(client, outsider)
     for path in ("studies", "series", "instances"):
         response = client.get(f"/dicomweb/{path}")
         assert response.status_code == 200 and response.json() == []

@@ -28,6 +28,7 @@ from archive.storage import get_store
 from audit.models import AuditEvent
 from tests import factories
 from tests.conftest import free_port
+from tests.factories import sign_in
 
 pytestmark = pytest.mark.live
 
@@ -306,7 +307,7 @@ def _session_cookie(user) -> dict[str, str]:
     from django.test import Client
 
     client = Client()
-    client.force_login(user)
+    sign_in(client, user)
     return {"lightbox-session": client.cookies["lightbox-session"].value}
 
 

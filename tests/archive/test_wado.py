@@ -24,6 +24,7 @@ from archive import synthetic
 from archive.dicomweb import multipart, wado
 from archive.models import Instance
 from archive.services import ingest
+from tests.factories import sign_in
 
 
 def live(test):
@@ -306,7 +307,7 @@ def test_every_blob_reader_is_closed_after_the_body(owner, org, monkeypatch):
         assert ingest(stream=io.BytesIO(synthetic.to_bytes(ds)), organization=org, source="test").ok
     opened = _tracking_opener(monkeypatch)
     browser = Client()  # in-process: `client` here is the DICOMweb client
-    browser.force_login(owner)
+    sign_in(browser, owner)
     response = browser.get(f"/dicomweb/studies/{datasets[0].StudyInstanceUID}")
     assert response["Cache-Control"] == "no-store"
 

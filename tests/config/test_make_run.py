@@ -1,4 +1,5 @@
-"""`make run` on an empty data directory: migrates, loads demo data, serves, and lets a demo user in."""
+"""`make run` on an empty data directory: migrates, loads demo data, serves, and lets a demo user in
+(password, then a TOTP code computed from the printed secret)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser import totp_code
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,9 +46,12 @@ def test_make_run_serves_and_a_demo_user_signs_in(tmp_path):
         _wait_for_health(url, process, seconds=600)
         output = Path(log.name).read_text()
         assert f"Sign in at http://127.0.0.1:{port}/" in output
-        match = re.search(r"clinician\s+(clinician@lightbox\.test)\s+(\S+)", output)
+        match = re.search(
+            r"clinician\s+(clinician@lightbox\.test)\s+(\S+)\s+([A-Z2-7]{32})\s+(otpauth://totp/\S+)", output
+        )
         assert match, output[-3000:]
-        email, password = match.groups()
+        email, password, secret, uri = match.groups()
+        assert f"secret={secret}" in uri
 
         session = requests.Session()
         page = session.get(url + "/accounts/sign-in/", timeout=10)
@@ -55,6 +60,18 @@ def test_make_run_serves_and_a_demo_user_signs_in(tmp_path):
             url + "/accounts/sign-in/",
             data={"username": email, "password": password, "csrfmiddlewaretoken": csrf},
             headers={"Referer": url + "/accounts/sign-in/"},
+            timeout=10,
+        )
+        # The password alone leads only to the second-factor page.
+        assert response.status_code == 200
+        assert response.url.startswith(url + "/accounts/verify/"), response.url
+        assert session.get(url + "/", timeout=10, allow_redirects=False).status_code == 302
+
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.text).group(1)
+        response = session.post(
+            url + "/accounts/verify/",
+            data={"code": totp_code(secret), "next": "/", "csrfmiddlewaretoken": csrf},
+            headers={"Referer": response.url},
             timeout=10,
         )
         assert response.status_code == 200

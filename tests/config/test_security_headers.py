@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.factories import sign_in
+
 pytestmark = pytest.mark.django_db
 
 
@@ -13,7 +15,7 @@ def _assert_baseline(response):
     assert "object-src 'none'" in csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert "http" not in csp  # no third-party origins
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "no-store" in response.headers["Cache-Control"]
@@ -52,7 +54,7 @@ def test_hsts_and_secure_cookies_when_served_over_tls(client, owner, settings):
 
 
 def test_sign_out_clears_site_data(client, owner):
-    client.force_login(owner)
+    sign_in(client, owner)
     response = client.post("/accounts/sign-out/")
     assert response.status_code == 302
     assert "storage" in response.headers["Clear-Site-Data"]

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.test import Client
 
 from config.asgi import application
+from tests.factories import sign_in
 from viewer.consumers import user_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,7 +27,7 @@ def _headers(cookie: str | None, origin: str = "http://127.0.0.1:8000"):
 
 def _session_cookie(user) -> str:
     client = Client()
-    client.force_login(user)
+    sign_in(client, user)
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 

@@ -19,7 +19,18 @@ from .errors import (
     WorkerCrashed,
     WorkerMemoryExceeded,
 )
-from .jobs import InfoJob, InfoResult, Job, MeasureJob, PrefetchJob, RenderJob, RenderResult, Source, TileJob
+from .jobs import (
+    InfoJob,
+    InfoResult,
+    Job,
+    MeasureJob,
+    PrefetchJob,
+    RenderJob,
+    RenderResult,
+    Source,
+    TileJob,
+    TranscodeJob,
+)
 from .pool import DEFAULT_CACHE_BYTES, RenderPool, route
 from .runner import JobRunner
 
@@ -43,6 +54,7 @@ __all__ = [
     "SourceUnavailable",
     "Superseded",
     "TileJob",
+    "TranscodeJob",
     "WorkerCrashed",
     "WorkerMemoryExceeded",
     "route",

@@ -22,6 +22,7 @@ __all__ = [
     "RenderResult",
     "Source",
     "TileJob",
+    "TranscodeJob",
 ]
 
 
@@ -88,7 +89,19 @@ class PrefetchJob:
         object.__setattr__(self, "frames", tuple(self.frames))
 
 
-Job = RenderJob | TileJob | MeasureJob | InfoJob | PrefetchJob
+@dataclass(frozen=True)
+class TranscodeJob:
+    """Build the fast-decode copy of a JPEG 2000 instance (``RenderResult`` holding a Part 10 file).
+
+    Runs in a worker like any decode of untrusted codestreams, under the same limits (its CPU
+    budget scales with the number of frames).
+    """
+
+    source: Source
+    frames: int = 1
+
+
+Job = RenderJob | TileJob | MeasureJob | InfoJob | PrefetchJob | TranscodeJob
 
 
 @dataclass(frozen=True)

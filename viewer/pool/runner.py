@@ -22,10 +22,22 @@ from viewer.render.lut import resolve_window
 from viewer.render.params import ImageInfo, RenderParams
 from viewer.render.pipeline import measure_region, render_array
 from viewer.render.tiles import Pyramid, build_pyramid
+from viewer.render.transcode import fast_lossless_copy
 
 from .cache import ByteLRU
 from .errors import SourceUnavailable
-from .jobs import InfoJob, InfoResult, Job, MeasureJob, PrefetchJob, RenderJob, RenderResult, Source, TileJob
+from .jobs import (
+    InfoJob,
+    InfoResult,
+    Job,
+    MeasureJob,
+    PrefetchJob,
+    RenderJob,
+    RenderResult,
+    Source,
+    TileJob,
+    TranscodeJob,
+)
 
 __all__ = ["JobRunner", "Opener"]
 
@@ -177,7 +189,19 @@ class JobRunner:
             return self._info(job)
         if isinstance(job, PrefetchJob):
             return self._prefetch(job)
+        if isinstance(job, TranscodeJob):
+            return self._transcode(job)
         raise TypeError(f"unknown job type {type(job).__name__}")
+
+    def _transcode(self, job: TranscodeJob) -> RenderResult:
+        try:
+            opened = self._opener(job.source.opener_arg)
+        except (RenderError, MemoryError):
+            raise
+        except Exception as exc:  # the opener is app code at a process edge: any failure
+            raise SourceUnavailable(f"could not open the instance ({type(exc).__name__})") from exc
+        data = fast_lossless_copy(opened, max_pixels=self._max_pixels)
+        return RenderResult(data, "application/dicom", 0, 0, False)
 
     def _render(self, job: RenderJob) -> RenderResult:
         start = time.perf_counter()

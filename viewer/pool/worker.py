@@ -37,7 +37,7 @@ from viewer.render.errors import RenderError
 from . import protocol
 from .cache import ByteLRU
 from .errors import JobTimeout, RenderFailed, Superseded, WorkerMemoryExceeded
-from .jobs import PrefetchJob
+from .jobs import PrefetchJob, TranscodeJob
 from .runner import JobRunner
 
 # Load the codec plugins now: in the forkserver this happens once for every future worker.
@@ -177,6 +177,9 @@ def _run_one(runner: JobRunner, cpu: _CpuBudget, config: WorkerConfig, job_id: i
     budget = config.job_cpu_seconds
     if isinstance(job, PrefetchJob):
         budget *= max(1, len(job.frames))
+    elif isinstance(job, TranscodeJob):
+        # Whole-object decode + encode: the per-frame budget times the frames (plus one for the encode).
+        budget *= max(1, job.frames) + 1
     try:
         try:
             cpu.arm(budget)

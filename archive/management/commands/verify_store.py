@@ -31,7 +31,8 @@ class Command(BaseCommand):
             report = verify_store(organization=organization, on_checked=lambda result: bar.update(1))
         finally:
             bar.close()
-        self.stdout.write(f"checked {report.checked} instances ({report.bytes / 1e6:.1f} MB): "
+        self.stdout.write(f"checked {report.checked} instances and {report.checked_copies} derived copies "
+                          f"({report.bytes / 1e6:.1f} MB): "
                           f"{len(report.problems)} problems")
         for problem in report.problems:
             # PRIVACY: ids and UIDs only.

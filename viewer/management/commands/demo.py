@@ -53,7 +53,13 @@ class Command(BaseCommand):
         port = os.environ.get("PORT", "8000")
         self.stdout.write(f"Sign in at http://127.0.0.1:{port}/ with one of these demo accounts:")
         if path.exists():
-            self.stdout.write("  role       e-mail                     password")
+            self.stdout.write(
+                "Each account also needs a code from an authenticator app: add the base32 TOTP secret "
+                "(or open the otpauth:// link) in FreeOTP, Aegis, Google Authenticator or similar."
+            )
+            self.stdout.write(
+                f"  {'role':<10} {'e-mail':<26} {'password':<28} {'TOTP secret (base32)':<32}  otpauth URI"
+            )
             for line in path.read_text().splitlines():
                 self.stdout.write("  " + line)
         else:
