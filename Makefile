@@ -53,6 +53,8 @@ bench: venv
 	$(PY) bench/render_pool.py
 	$(PY) bench/render_http.py
 	$(PY) bench/ingest.py
+	$(PY) bench/ws_load.py
+	$(PY) bench/viewer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -14,32 +14,18 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import multiprocessing
 import os
 import platform
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from live_server import bench_server  # bench/ is on sys.path when run as a script
 
 SETUP = r"""
-import io, json, os, django
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django.setup()
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
-from accounts.models import Organization, Membership, User
 from accounts.tokens import issue_api_token
 from archive import synthetic
 from archive.services import ingest
-org = Organization.objects.create(name="Bench", slug="bench")
-user = User.objects.create_user(email="bench@lightbox.test", password=None)
-Membership.objects.create(user=user, organization=org, role="clinician")
 urls = {}
 ct = synthetic.ct_study(slices=8, size=512, seed=1)
 def store(ds):
@@ -57,12 +43,6 @@ urls["4096x5120-fit1024"] = [store(big) + "/rendered?viewport=1024,1024"]
 _, token = issue_api_token(user=user)
 print(json.dumps({"token": token, "urls": urls}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client_loop(port: int, token: str, paths: list[str], seconds: float, out) -> None:
@@ -109,43 +89,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    data_dir = Path(tempfile.mkdtemp(prefix="lightbox-bench-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"LIGHTBOX_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
-    python = sys.executable
-    try:
-        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        setup = subprocess.run([python, "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-        config = json.loads(setup.stdout.strip().splitlines()[-1])
-        port = free_port()
-        server = subprocess.Popen(
-            [python, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--lifespan", "off", "--workers", str(args.workers)],
-            cwd=ROOT, env=env,
-        )
-        try:
-            for _ in range(400):
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/healthz")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            print(f"# WADO-RS /rendered over HTTP, uvicorn ({args.workers} process(es)) + render pool, JPEG q90, "
-                  f"{args.seconds:g} s per cell")
-            print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-            print(f"{'source':<20} {'clients':>7} {'frames/s':>9} {'p50 ms':>7} {'kB/frame':>9} {'errors':>6}")
-            for name, paths in config["urls"].items():
-                run_load(port, config["token"], paths, 1, 1.0)  # warm the caches
-                for count in clients:
-                    result = run_load(port, config["token"], paths, count, args.seconds)
-                    print(f"{name:<20} {count:>7} {result['fps']:>9.0f} {result['p50_ms']:>7.1f} {result['kb']:>9.1f} {result['errors']:>6}")
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with bench_server(SETUP, uvicorn_args=("--workers", str(args.workers))) as (port, config, _pid):
+        print(f"# WADO-RS /rendered over HTTP, uvicorn ({args.workers} process(es)) + render pool, JPEG q90, "
+              f"{args.seconds:g} s per cell")
+        print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"{'source':<20} {'clients':>7} {'frames/s':>9} {'p50 ms':>7} {'kB/frame':>9} {'errors':>6}")
+        for name, paths in config["urls"].items():
+            run_load(port, config["token"], paths, 1, 1.0)  # warm the caches
+            for count in clients:
+                result = run_load(port, config["token"], paths, count, args.seconds)
+                print(f"{name:<20} {count:>7} {result['fps']:>9.0f} {result['p50_ms']:>7.1f} {result['kb']:>9.1f} {result['errors']:>6}")
 
 
 if __name__ == "__main__":

@@ -21,34 +21,21 @@ viewport's canvas sized to 512x512 CSS pixels at devicePixelRatio 1. Prints figu
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from live_server import bench_server  # bench/ is on sys.path when run as a script
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 SETUP = r"""
-import io, json, os, sys, django
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django.setup()
 from django.conf import settings
-from accounts.models import Organization, Membership, User
 from archive import synthetic
 from archive.services import IngestBatch
 from tests.factories import session_key_for
-org = Organization.objects.create(name="Bench", slug="bench")
-user = User.objects.create_user(email="bench@lightbox.test", password=None)
-Membership.objects.create(user=user, organization=org, role="clinician")
 ct = synthetic.ct_study(slices=int(sys.argv[1]), size=512)
 with IngestBatch(organization=org, source="bench") as batch:
     for ds in ct:
@@ -136,12 +123,6 @@ WL_LATENCIES = """() => {
     return best - t;
   }).filter(Number.isFinite);
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -265,37 +246,9 @@ def main() -> None:
     args = parser.parse_args()
     version = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True).stdout.split()
     args.chromium = version[1] if len(version) > 1 else "?"
-    data_dir = Path(tempfile.mkdtemp(prefix="lightbox-bench-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"LIGHTBOX_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
-    python = sys.executable
-    try:
-        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        setup = subprocess.run([python, "-c", SETUP, str(args.slices)], cwd=ROOT, env=env, check=True,
-                               capture_output=True, text=True)
-        config = json.loads(setup.stdout.strip().splitlines()[-1])
+    with bench_server(SETUP, str(args.slices)) as (port, config, _pid):
         config["slices"] = args.slices
-        port = free_port()
-        server = subprocess.Popen(
-            [python, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--lifespan", "off", "--ws", "websockets-sansio"],
-            cwd=ROOT, env=env,
-        )
-        try:
-            for _ in range(400):
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/healthz")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            run_browser(port, config, args)
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        run_browser(port, config, args)
 
 
 if __name__ == "__main__":

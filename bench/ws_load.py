@@ -23,29 +23,16 @@ import os
 import platform
 import random
 import re
-import shutil
-import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from live_server import bench_server  # bench/ is on sys.path when run as a script
 
 SETUP = r"""
-import io, json, os, django
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django.setup()
 from django.conf import settings
-from accounts.models import Organization, Membership, User
 from archive import synthetic
 from archive.services import ingest
 from tests.factories import session_key_for
-org = Organization.objects.create(name="Bench", slug="bench")
-user = User.objects.create_user(email="bench@lightbox.test", password=None)
-Membership.objects.create(user=user, organization=org, role="clinician")
 ct = synthetic.ct_study(slices=8, size=512, seed=1)
 for ds in ct:
     assert ingest(stream=io.BytesIO(synthetic.to_bytes(ds)), organization=org, source="bench").ok
@@ -80,12 +67,6 @@ def cpu_by_role(server_pid: int) -> dict[str, float]:
         todo.extend(children.get(pid, []))
     own = stats.get(server_pid)
     return {"server": own[1] if own else 0.0, "workers": sum(stats[p][1] for p in descendants if stats.get(p))}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ticket(port: int, cookie: str, study: str) -> tuple[str, str]:
@@ -215,58 +196,31 @@ def main() -> None:
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn websocket implementation (make run: websockets-sansio)")
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="lightbox-wsbench-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"LIGHTBOX_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
+    env = {}
     if args.frame_cache_bytes is not None:
         env["LIGHTBOX_VIEWER_FRAME_CACHE_BYTES"] = str(args.frame_cache_bytes)
-    python = sys.executable
-    try:
-        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        setup = subprocess.run([python, "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-        config = json.loads(setup.stdout.strip().splitlines()[-1])
-        port = free_port()
-        server = subprocess.Popen(
-            [python, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--lifespan", "off", "--ws", args.ws],
-            cwd=ROOT, env=env,
-        )
-        try:
-            for _ in range(400):
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/healthz")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            print(f"# /ws/viewer/ warm 512x512 JPEG q80 frames, uvicorn (1 process, --ws {args.ws}) + render pool, "
-                  f"{args.seconds:g} s per row, permessage-deflate {'offered' if args.deflate else 'off'}, frame cache "
-                  f"{'default' if args.frame_cache_bytes is None else args.frame_cache_bytes} bytes")
-            print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-                  f"client: {args.processes} process(es) on the same machine")
-            print(f"{'mode':>6} {'sockets':>7} {'viewports':>9} {'frames/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'kB/frame':>9} "
-                  f"{'errors':>6} {'server CPU ms/frame':>19} {'workers CPU ms/frame':>20}")
-            run_load(port, config, args.sockets, 1, 2.0, args.deflate, 1)  # warm the worker caches
-            rows = [(m, int(v)) for m in args.modes.split(",") for v in args.viewports.split(",")]
-            for mode, viewports in rows:
-                if os.environ.get("WS_LOAD_THREADS"):
-                    subprocess.Popen([sys.executable, "/tmp/threads.py", str(server.pid), str(args.seconds - 1)])
-                before = cpu_by_role(server.pid)
-                result = run_load(port, config, args.sockets, viewports, args.seconds, args.deflate,
-                                  min(args.processes, args.sockets), fresh=mode == "fresh")
-                after = cpu_by_role(server.pid)
-                frames = max(1.0, result["fps"] * args.seconds)
-                server_ms = (after["server"] - before["server"]) * 1000 / frames
-                workers_ms = (after["workers"] - before["workers"]) * 1000 / frames
-                print(f"{mode:>6} {args.sockets:>7} {viewports:>9} {result['fps']:>9.0f} {result['p50']:>7.2f} "
-                      f"{result['p95']:>7.2f} {result['kb']:>9.1f} {result['errors']:>6} {server_ms:>19.3f} "
-                      f"{workers_ms:>20.3f}")
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    uvicorn_args = ("--ws", args.ws, "--ws-per-message-deflate", "true" if args.deflate else "false")
+    with bench_server(SETUP, uvicorn_args=uvicorn_args, env=env) as (port, config, server_pid):
+        print(f"# /ws/viewer/ warm 512x512 JPEG q80 frames, uvicorn (1 process, --ws {args.ws}) + render pool, "
+              f"{args.seconds:g} s per row, permessage-deflate {'offered' if args.deflate else 'off'}, frame cache "
+              f"{'default' if args.frame_cache_bytes is None else args.frame_cache_bytes} bytes")
+        print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+              f"client: {args.processes} process(es) on the same machine")
+        print(f"{'mode':>6} {'sockets':>7} {'viewports':>9} {'frames/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'kB/frame':>9} "
+              f"{'errors':>6} {'server CPU ms/frame':>19} {'workers CPU ms/frame':>20}")
+        run_load(port, config, args.sockets, 1, 2.0, args.deflate, 1)  # warm the worker caches
+        rows = [(m, int(v)) for m in args.modes.split(",") for v in args.viewports.split(",")]
+        for mode, viewports in rows:
+            before = cpu_by_role(server_pid)
+            result = run_load(port, config, args.sockets, viewports, args.seconds, args.deflate,
+                              min(args.processes, args.sockets), fresh=mode == "fresh")
+            after = cpu_by_role(server_pid)
+            frames = max(1.0, result["fps"] * args.seconds)
+            server_ms = (after["server"] - before["server"]) * 1000 / frames
+            workers_ms = (after["workers"] - before["workers"]) * 1000 / frames
+            print(f"{mode:>6} {args.sockets:>7} {viewports:>9} {result['fps']:>9.0f} {result['p50']:>7.2f} "
+                  f"{result['p95']:>7.2f} {result['kb']:>9.1f} {result['errors']:>6} {server_ms:>19.3f} "
+                  f"{workers_ms:>20.3f}")
 
 
 if __name__ == "__main__":

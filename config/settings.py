@@ -113,7 +113,11 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'lightbox.sqlite3'}"
 try:
-    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0 if DATABASE_URL.startswith("sqlite") else 60)
+    # conn_max_age 0: under ASGI each page request runs its ORM calls on a thread of its own, so a
+    # persistent connection would be left behind per request (Django's ASGI deployment notes).
+    # A pool (psycopg_pool) is not used: the lean API chain and the websocket consumers hold
+    # connections on long-lived executor threads that never hand them back.
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL we understand: {exc}") from None
 if _database["ENGINE"] == "django.db.backends.sqlite3":

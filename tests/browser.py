@@ -13,6 +13,8 @@ accepts within its tolerance of one step.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
 from base64 import b32decode
@@ -27,6 +29,30 @@ _last_step: dict[str, int] = {}
 def launch_chromium(playwright):
     """Debian's Chromium with the flags the CI containers need (never `playwright install`)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextlib.contextmanager
+def running_chromium():
+    """Chromium for a pytest fixture that also lets the test thread use the ORM.
+
+    Playwright's sync API keeps an asyncio loop on this thread, and Django then refuses ORM calls
+    from it (fixtures, factories, the database flush after each test). Those calls are plain
+    synchronous test code, so allow them while the browser lives.
+    """
+    from playwright.sync_api import sync_playwright
+
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = launch_chromium(playwright)
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def secret_bytes(secret: str) -> bytes:

@@ -121,6 +121,12 @@ class LiveASGIServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        # Async views ran their ORM calls on asgiref's shared thread-sensitive executor; close the
+        # connections that thread opened, or PostgreSQL cannot drop the test database at the end.
+        from asgiref.sync import SyncToAsync
+        from django.db import connections
+
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 from urllib.parse import urlencode
 
@@ -22,12 +21,12 @@ from PIL import Image
 from archive import synthetic
 from archive.services import ingest
 from tests import factories
+from tests.browser import running_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 CT_SLICES = 24
 CT_SIZE = 256  # divisible by 4: the 100 mm rod is exactly 64 px at 1.5625 mm/px
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DESKTOP = {"width": 1000, "height": 760}
 PHONE = {"width": 390, "height": 844}
 
@@ -37,23 +36,8 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop on this thread, and Django then refuses ORM
-    # calls from it (fixtures, factories, the database flush after each test). Those calls are
-    # plain synchronous test code, so allow them while the browser lives.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with running_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +396,7 @@ def test_cine_plays_the_ultrasound_multiframe(desktop, us):
     wait_settled(page)
     assert attr(page, "count") == "8"
     first = canvas_pixels(page)
+    first_frame = attr(page, "frame")
     assert first[..., :3].std() > 5
     page.click('#viewer-toolbar button[data-action="cine"]')
     seen = set()
@@ -426,6 +411,12 @@ def test_cine_plays_the_ultrasound_multiframe(desktop, us):
     page.click('#viewer-toolbar button[data-action="cine"]')
     assert attr(page, "cine") == "stopped"
     wait_settled(page, since=count)
+    if attr(page, "frame") == first_frame:
+        # The loop came round to where it started (8 frames): step on so the frame must differ.
+        count = drawn(page)
+        page.keyboard.press("ArrowDown")
+        wait_settled(page, since=count)
+    assert attr(page, "frame") != first_frame
     assert np.abs(canvas_pixels(page).astype(int) - first.astype(int)).mean() > 0.1
 
 

@@ -4,7 +4,6 @@ phone's viewer says "access revoked" within a second, and a reload shows the rev
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -14,33 +13,19 @@ from django.conf import settings
 
 from accounts.models import Role
 from tests import factories
+from tests.browser import running_chromium
 from tests.sharing.helpers import store_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True, "device_scale_factor": 2}
 VIEWPORT = '.viewport[data-viewport="0"]'
 
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop on this thread; the test's own ORM calls are
-    # plain synchronous code, so allow them while the browser lives.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with running_chromium() as chromium:
+        yield chromium
 
 
 def _signed_in_context(browser, base_url, user, **options):

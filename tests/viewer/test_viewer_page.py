@@ -16,6 +16,7 @@ from archive import synthetic
 from archive.services import ingest
 from audit.models import AuditEvent
 from tests.factories import sign_in
+from tests.viewer.fake_share import FakeSharePrincipal
 from viewer import tickets
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -141,46 +142,9 @@ def test_series_thumbnail_is_a_small_jpeg_for_users_who_may_see_it(owner, outsid
 # -- the share resolver hook (a stand-in for sharing/, which has its own tests) ----------------
 
 
-class _FakeSharePrincipal:
-    kind = "share"
-    audit_actor = None
-    group_names = ["share.1"]
-
-    def __init__(self, study_pk):
-        from archive.models import Instance, Study
-
-        self.audit_details = {"share_id": 1}
-        self._studies = Study.objects.filter(pk=study_pk)
-        self._instances = Instance.objects.filter(series__study_id=study_pk)
-
-    def studies(self):
-        return self._studies
-
-    def instances(self):
-        return self._instances
-
-    def may_see_phi(self, study):
-        return False
-
-    def watermark_text(self):
-        return "SHARED WITH DR X"
-
-    def redactions_for(self, instance):
-        return ((0, 0, instance.columns, 8),)
-
-    def can_download(self):
-        return False
-
-    def can_list_studies(self):
-        return False
-
-    def is_current(self):
-        return None
-
-
 def share_principal_for_request(request):
     study_pk = request.headers.get("X-Test-Share")
-    return _FakeSharePrincipal(int(study_pk)) if study_pk else None
+    return FakeSharePrincipal(share_id=1, pk=int(study_pk)) if study_pk else None
 
 
 def share_principal_for_scope(scope):

@@ -25,6 +25,7 @@ from archive.services import ingest
 from audit.models import AuditEvent
 from config.asgi import application
 from tests.factories import session_key_for, sign_in
+from tests.viewer.fake_share import FakeSharePrincipal
 from viewer.principal import user_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -577,51 +578,14 @@ async def test_removed_membership_revokes_the_open_socket(owner, ct, monkeypatch
 _SHARE_COOKIE = "test-share"
 
 
-class _FakeSharePrincipal:
-    kind = "share"
-    audit_actor = None
-    group_names = ["share.77"]
-
-    def __init__(self, study_uid):
-        from archive.models import Instance, Study
-
-        self.audit_details = {"share_id": 77}
-        self._studies = Study.objects.filter(study_instance_uid=study_uid)
-        self._instances = Instance.objects.filter(series__study__study_instance_uid=study_uid)
-
-    def studies(self):
-        return self._studies
-
-    def instances(self):
-        return self._instances
-
-    def may_see_phi(self, study):
-        return False
-
-    def watermark_text(self):
-        return "SHARED WITH DR X"
-
-    def redactions_for(self, instance):
-        return ((0, 0, instance.columns, 8),)
-
-    def can_download(self):
-        return False
-
-    def can_list_studies(self):
-        return False
-
-    def is_current(self):
-        return None
-
-
 def share_principal_for_request(request):
     study_uid = request.COOKIES.get(_SHARE_COOKIE)
-    return _FakeSharePrincipal(study_uid) if study_uid else None
+    return FakeSharePrincipal(share_id=77, study_instance_uid=study_uid) if study_uid else None
 
 
 def share_principal_for_scope(scope):
     study_uid = (scope.get("cookies") or {}).get(_SHARE_COOKIE)
-    return _FakeSharePrincipal(study_uid) if study_uid else None
+    return FakeSharePrincipal(share_id=77, study_instance_uid=study_uid) if study_uid else None
 
 
 async def test_share_recipient_without_an_account_streams_watermarked_frames_without_phi(settings, us):
