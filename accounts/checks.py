@@ -20,4 +20,16 @@ def check_session_and_hashing(app_configs, **kwargs):
                 id="accounts.E002",
             )
         )
+    if getattr(settings, "IS_PRODUCTION", False):
+        origins = list(getattr(settings, "OTP_WEBAUTHN_ALLOWED_ORIGINS", []))
+        rp_id = getattr(settings, "OTP_WEBAUTHN_RP_ID", "")
+        if rp_id in ("", "localhost") or not origins or any(not o.startswith("https://") for o in origins):
+            # Passkeys bound to localhost or plain http would not work (or would work for the wrong site).
+            problems.append(
+                Error(
+                    "Set LIGHTBOX_WEBAUTHN_RP_ID to this site's domain and LIGHTBOX_WEBAUTHN_ORIGINS to its "
+                    f"https:// origin(s); now {rp_id!r} and {origins!r}.",
+                    id="accounts.E003",
+                )
+            )
     return problems

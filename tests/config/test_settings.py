@@ -76,10 +76,26 @@ def test_check_deploy_is_clean_in_production_with_tls(tmp_path):
         "SECRET_KEY": "k7#" + STRONG + "Qz!9",
         "LIGHTBOX_AUDIT_KEY": STRONG[::-1],
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "LIGHTBOX_WEBAUTHN_RP_ID": "pacs.example.org",
+        "LIGHTBOX_WEBAUTHN_ORIGINS": "https://pacs.example.org",
     }
     result = _run("import sys; from django.core.management import execute_from_command_line; execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])", env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_production_with_localhost_passkey_settings_fails_the_deploy_check(tmp_path):
+    env = {
+        "LIGHTBOX_ENV": "production",
+        "LIGHTBOX_TLS": "1",
+        "ALLOWED_HOSTS": "pacs.example.org",
+        "SECRET_KEY": "k7#" + STRONG + "Qz!9",
+        "LIGHTBOX_AUDIT_KEY": STRONG[::-1],
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = _run("from django.core.management import execute_from_command_line; execute_from_command_line(['manage.py', 'check', '--deploy'])", env, tmp_path)
+    assert result.returncode != 0
+    assert "accounts.E003" in result.stderr
 
 
 def test_production_without_tls_fails_the_deploy_check(tmp_path):

@@ -159,3 +159,13 @@ def test_restricted_study_is_listed_only_with_a_current_grant(owner, colleague, 
     assert _uids(_client(owner).get("/")) == [normal.study_instance_uid]
     assert _uids(_client(colleague).get("/")) == [restricted.study_instance_uid, normal.study_instance_uid]
     assert _client(owner).get(f"/viewer/{restricted.study_instance_uid}/").status_code == 404
+
+
+def test_rows_offer_sharing_and_patients_are_offered_record_linking(owner, auditor, org):
+    study = _study(org, name="DOE^JANE")
+    page = _client(owner).get("/").content.decode()
+    assert f'href="/share/new/{study.study_instance_uid}/"' in page
+    assert "/accounts/link-patient/" not in page
+    patient_user = factories.make_user(organization=org, role=Role.PATIENT)
+    assert "/accounts/link-patient/" in _client(patient_user).get("/").content.decode()
+    assert "/share/new/" not in _client(auditor).get("/").content.decode()

@@ -84,6 +84,11 @@ def test_outsider_and_unknown_study_get_404(outsider, owner, ct):
     assert not AuditEvent.objects.filter(action="viewer.opened").exists()
 
 
+def test_share_this_study_link_for_those_who_may_share(owner, org, ct):
+    page = _client(owner).get(f"/viewer/{ct[0].StudyInstanceUID}/").content.decode()
+    assert f'href="/share/new/{ct[0].StudyInstanceUID}/"' in page
+
+
 def test_auditor_cannot_open_the_viewer(auditor, ct):
     assert _client(auditor).get(f"/viewer/{ct[0].StudyInstanceUID}/").status_code == 404
 
@@ -163,6 +168,7 @@ def test_share_resolver_opens_the_page_without_sign_in_and_hides_phi(settings, c
     assert data["principal"] == "share" and data["list_url"] is None
     assert data["overlay"] == {"phi": False, "watermark": True}
     assert b"Back to the study list" not in response.content
+    assert b"/share/new/" not in response.content  # a recipient cannot re-share
     event = AuditEvent.objects.get(action="viewer.opened")
     assert not event.actor_id and event.details["share_id"] == 1
     thumb = client.get(data["series"][0]["thumbnail"], headers={"X-Test-Share": str(study.pk)})
