@@ -75,7 +75,7 @@ def bench_server(
         defaults = ("--ws", "websockets-sansio", "--ws-per-message-deflate", "false")
         server = subprocess.Popen(
             [python, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--lifespan", "off", *defaults, *uvicorn_args],
+             "--no-access-log", "--log-level", "warning", "--lifespan", "on", *defaults, *uvicorn_args],
             cwd=ROOT, env=server_env,
         )
         try:

@@ -1,9 +1,23 @@
-"""ASGI lifespan handler: start and stop the embedded scheduler with the server."""
+"""ASGI lifespan handler: start the render workers and the embedded scheduler with the server."""
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
+
+logger = logging.getLogger("lightbox.lifespan")
+
+
+def _warm_render_pool() -> None:
+    from viewer.rendering import get_pool
+
+    try:
+        get_pool()
+    except Exception:  # process edge: the first request will start (or report) the pool instead
+        logger.warning("could not start the render pool at start-up", exc_info=True)
 
 
 class Lifespan:
@@ -14,6 +28,9 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Start the render workers now, in the background, so the first viewer does not
+                # wait for processes to start (that was most of a first frame on a fresh server).
+                threading.Thread(target=_warm_render_pool, name="lightbox-pool-warmup", daemon=True).start()
                 if settings.LIGHTBOX_EMBEDDED_SCHEDULER:
                     from config.scheduler import EmbeddedScheduler
 
