@@ -68,45 +68,36 @@ def test_redis_url_selects_the_redis_channel_layer(tmp_path):
     assert result.stdout.split() == ["channels_redis.core.RedisChannelLayer", "False"]
 
 
-def test_check_deploy_is_clean_in_production_with_tls(tmp_path):
-    env = {
+def _production_env(tmp_path, **overrides) -> dict:
+    """Production settings that pass every deploy check except what `overrides` changes."""
+    return {
         "LIGHTBOX_ENV": "production",
         "LIGHTBOX_TLS": "1",
         "ALLOWED_HOSTS": "pacs.example.org",
         "SECRET_KEY": "k7#" + STRONG + "Qz!9",
         "LIGHTBOX_AUDIT_KEY": STRONG[::-1],
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "LIGHTBOX_WEBAUTHN_RP_ID": "pacs.example.org",
-        "LIGHTBOX_WEBAUTHN_ORIGINS": "https://pacs.example.org",
+        **overrides,
     }
+
+
+def test_check_deploy_is_clean_in_production_with_tls(tmp_path):
+    env = _production_env(tmp_path, LIGHTBOX_WEBAUTHN_RP_ID="pacs.example.org",
+                          LIGHTBOX_WEBAUTHN_ORIGINS="https://pacs.example.org")
     result = _run("import sys; from django.core.management import execute_from_command_line; execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])", env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
 def test_production_with_localhost_passkey_settings_fails_the_deploy_check(tmp_path):
-    env = {
-        "LIGHTBOX_ENV": "production",
-        "LIGHTBOX_TLS": "1",
-        "ALLOWED_HOSTS": "pacs.example.org",
-        "SECRET_KEY": "k7#" + STRONG + "Qz!9",
-        "LIGHTBOX_AUDIT_KEY": STRONG[::-1],
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-    }
+    env = _production_env(tmp_path)
     result = _run("from django.core.management import execute_from_command_line; execute_from_command_line(['manage.py', 'check', '--deploy'])", env, tmp_path)
     assert result.returncode != 0
     assert "accounts.E003" in result.stderr
 
 
 def test_production_without_tls_fails_the_deploy_check(tmp_path):
-    env = {
-        "LIGHTBOX_ENV": "production",
-        "LIGHTBOX_TLS": "0",
-        "ALLOWED_HOSTS": "pacs.example.org",
-        "SECRET_KEY": "k7#" + STRONG + "Qz!9",
-        "LIGHTBOX_AUDIT_KEY": STRONG[::-1],
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-    }
+    env = _production_env(tmp_path, LIGHTBOX_TLS="0")
     result = _run("from django.core.management import execute_from_command_line; execute_from_command_line(['manage.py', 'check', '--deploy'])", env, tmp_path)
     assert result.returncode != 0
     assert "accounts.E002" in result.stderr
