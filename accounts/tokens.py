@@ -9,6 +9,10 @@ from datetime import timedelta
 from django.utils import timezone
 
 from accounts.models import ApiToken
+from config.recheck_cache import MISSING, RecheckCache
+
+# token hash -> usable ApiToken (with its user) or None; see config.recheck_cache
+_recent = RecheckCache()
 
 TOKEN_PREFIX = "lbx_"  # noqa: S105  (a public marker, not a secret)
 
@@ -37,11 +41,29 @@ def issue_api_token(*, user, write: bool = False, days: int = 30, name: str = ""
     return record, token
 
 
+def recent_token(token: str) -> ApiToken | None:
+    """Return the token record if it was found usable moments ago (no database work), else None.
+
+    Expiry is checked on every call; revocation and deactivation reach this process's memory
+    at once (signals) and every other process within ``ACCESS_RECHECK_SECONDS``.
+    """
+    found = _recent.get(hash_token(token))
+    if found is MISSING or found is None or found.expires_at <= timezone.now():
+        return None
+    return found
+
+
 def authenticate_token(token: str) -> ApiToken | None:
     """Return the usable token record for a clear token, or None (unknown, expired, revoked)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
-    found = ApiToken.objects.usable().select_related("user").filter(token_hash=hash_token(token)).first()
+    found = recent_token(token)
+    if found is not None:
+        return found
+    token_hash = hash_token(token)
+    found = ApiToken.objects.usable().select_related("user").filter(token_hash=token_hash).first()
+    if found is not None:
+        _recent.put(token_hash, found)
     if found is not None:
         now = timezone.now()
         # Touch at most once a minute, so a busy client does not write on every request.

@@ -161,7 +161,9 @@ def client_process(port, cookies, config, viewports, seconds, deflate, fresh, ou
         await asyncio.gather(*(_socket_loop(port, c, config, viewports, seconds, deflate, fresh, stats)
                                for c in cookies))
 
+    started = time.process_time()
     asyncio.run(main())
+    stats["cpu"] = time.process_time() - started
     out.put(stats)
 
 
@@ -181,7 +183,8 @@ def run_load(port, config, sockets, viewports, seconds, deflate, processes, fres
     latencies = sorted(x for r in results for x in r["latencies"])
     pick = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000) if latencies else (lambda q: 0)
     return {"fps": frames / seconds, "errors": sum(r["errors"] for r in results), "p50": pick(0.5), "p95": pick(0.95),
-            "kb": sum(r["bytes"] for r in results) / max(frames, 1) / 1024}
+            "kb": sum(r["bytes"] for r in results) / max(frames, 1) / 1024,
+            "client_ms": sum(r["cpu"] for r in results) * 1000 / max(frames, 1)}
 
 
 def main() -> None:
@@ -207,8 +210,12 @@ def main() -> None:
         print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
               f"client: {args.processes} process(es) on the same machine")
         print(f"{'mode':>6} {'sockets':>7} {'viewports':>9} {'frames/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'kB/frame':>9} "
-              f"{'errors':>6} {'server CPU ms/frame':>19} {'workers CPU ms/frame':>20}")
+              f"{'errors':>6} {'server CPU ms/frame':>19} {'workers CPU ms/frame':>20} {'client CPU ms/frame':>19} "
+              f"{'server-side capacity fps':>24}")
         run_load(port, config, args.sockets, 1, 2.0, args.deflate, 1)  # warm the worker caches
+        # What the server and its workers could deliver with the load client on another machine:
+        # every core's time divided by the server-side CPU per frame (the client shares these cores).
+        cores = os.cpu_count() or 1
         rows = [(m, int(v)) for m in args.modes.split(",") for v in args.viewports.split(",")]
         for mode, viewports in rows:
             before = cpu_by_role(server_pid)
@@ -220,7 +227,7 @@ def main() -> None:
             workers_ms = (after["workers"] - before["workers"]) * 1000 / frames
             print(f"{mode:>6} {args.sockets:>7} {viewports:>9} {result['fps']:>9.0f} {result['p50']:>7.2f} "
                   f"{result['p95']:>7.2f} {result['kb']:>9.1f} {result['errors']:>6} {server_ms:>19.3f} "
-                  f"{workers_ms:>20.3f}")
+                  f"{workers_ms:>20.3f} {result['client_ms']:>19.3f} {cores * 1000 / (server_ms + workers_ms):>24.0f}")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,28 @@ class EmbeddedScheduler:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _run(self) -> None:
+    def resolve_tasks(self) -> dict:
+        """Return {entry name: task} for the schedule, importing every app's ``tasks`` module.
+
+        ``autodiscover_tasks`` is lazy: only a Celery worker imports the task modules, so a web
+        process that looked tasks up by name without this would find none of them.
+
+        Raises
+        ------
+        celery.exceptions.NotRegistered
+            A schedule entry names a task no app defines.
+        """
         from config.celery import app
 
+        app.loader.import_default_modules()
+        return {name: app.tasks[entry["task"]] for name, entry in self.schedule.items()}
+
+    def _run(self) -> None:
+        try:
+            tasks = self.resolve_tasks()
+        except Exception:  # process edge: say so once instead of failing every tick
+            logger.exception("the embedded scheduler could not load its tasks")
+            return
         due = {name: time.monotonic() for name in self.schedule}
         while not self._stop.wait(self.tick):
             for name, entry in self.schedule.items():
@@ -44,7 +63,7 @@ class EmbeddedScheduler:
                     continue
                 due[name] = time.monotonic() + float(entry["schedule"])
                 try:
-                    app.tasks[entry["task"]].apply()
+                    tasks[name].apply()
                 except Exception:  # process edge: one failing task must not stop the others
                     logger.exception("scheduled task %s failed", name)
                 finally:

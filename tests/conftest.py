@@ -21,10 +21,12 @@ def _test_settings(request, tmp_path):
     settings = request.getfixturevalue("settings")
     # Row ids restart between tests, so per-process caches keyed by them must too.
     from archive.storage import forget_cached_keys
+    from config.recheck_cache import RecheckCache
     from viewer import rendering
 
     forget_cached_keys()
     rendering._key_ids.clear()
+    RecheckCache.clear_all()
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATA_DIR = tmp_path / "data"
     settings.DATA_DIR.mkdir()

@@ -28,10 +28,11 @@ from accounts.mfa import session_is_verified
 from accounts.policy import Action, can
 from archive import access
 from archive.models import Instance, Study
+from config.recheck_cache import ACCESS_RECHECK_SECONDS
 
 # How often a live socket re-reads the session and the user's access from the database. Between
 # reads `is_current()` compares the clock with the session's expiry only (it runs before every frame).
-RECHECK_SECONDS = 2.0
+RECHECK_SECONDS = ACCESS_RECHECK_SECONDS
 
 
 @runtime_checkable

@@ -15,7 +15,9 @@ from django.views.decorators.http import require_GET
 
 from archive import access
 from archive.dicomweb.auth import dicomweb_view
-from audit.services import record
+from audit.services import arecord, record
+from config.client_ip import client_ip_var
+from config.recheck_cache import MISSING, RecheckCache
 from viewer.pool import PoolClosed, PoolError, RenderJob
 from viewer.render import RenderError
 from viewer.rendered_params import BadRenderQuery, render_params
@@ -40,14 +42,37 @@ async def _render(instance, params, source=None):
     return await get_pool().run(RenderJob(source=source, params=params))
 
 
+# (user, client address, UIDs) -> (Instance, Source) found visible moments ago; access rules
+# depend on the client's network, hence the address in the key. See config.recheck_cache.
+_recent_instances = RecheckCache()
+
+
+def _instance_key(user, study, series, instance) -> tuple:
+    return (user.pk, client_ip_var.get(), study, series, instance)
+
+
+def _recent_instance(user, study, series, instance):
+    """(Instance, Source) if this caller was allowed it moments ago (no database work), else None."""
+    hit = _recent_instances.get(_instance_key(user, study, series, instance))
+    return None if hit is MISSING else hit
+
+
 def _instance_and_source(user, study, series, instance):
     found = access.get_instance(user, study, series, instance)
-    return found, source_for(found)
+    value = (found, source_for(found))
+    _recent_instances.put(_instance_key(user, study, series, instance), value)
+    return value
 
 
-def _audit(request, *, action, obj_type, obj_id, organization_id, outcome="success", **details):
-    record(action=action, actor=request.user, request=request, organization=organization_id,
-           object_type=obj_type, object_id=obj_id, outcome=outcome, details=details)
+async def _lookup(request, study, series, instance):
+    return _recent_instance(request.user, study, series, instance) or await _db(_instance_and_source)(
+        request.user, study, series, instance
+    )
+
+
+async def _audit(request, *, action, obj_type, obj_id, organization_id, outcome="success", **details):
+    await arecord(action=action, actor=request.user, request=request, organization=organization_id,
+                  object_type=obj_type, object_id=obj_id, outcome=outcome, details=details)
 
 
 async def _single_image(request, instance, *, frame: int, thumbnail: bool, obj_type: str, obj_id: str, source=None):
@@ -62,17 +87,17 @@ async def _single_image(request, instance, *, frame: int, thumbnail: bool, obj_t
     try:
         result = await _render(instance, params, source)
     except RenderError as exc:
-        await _db(_audit)(request, action=action, obj_type=obj_type, obj_id=obj_id,
+        await _audit(request, action=action, obj_type=obj_type, obj_id=obj_id,
                                     organization_id=instance.organization_id, outcome="failure", code=exc.code)
         return _error(422, str(exc), exc.code)
     except PoolClosed:
         return _error(503, "the render service is restarting; try again", "unavailable")
     except PoolError as exc:
         logger.warning("render failed: %s", type(exc).__name__)
-        await _db(_audit)(request, action=action, obj_type=obj_type, obj_id=obj_id,
+        await _audit(request, action=action, obj_type=obj_type, obj_id=obj_id,
                                     organization_id=instance.organization_id, outcome="failure", code=type(exc).__name__)
         return _error(422, "the image could not be rendered", "render_failed")
-    await _db(_audit)(request, action=action, obj_type=obj_type, obj_id=obj_id,
+    await _audit(request, action=action, obj_type=obj_type, obj_id=obj_id,
                                 organization_id=instance.organization_id, frames=1, sop_instance_uid=instance.sop_instance_uid)
     response = HttpResponse(result.data, content_type=media_type)
     response.headers["Cache-Control"] = "no-store"
@@ -144,7 +169,7 @@ async def _rendered_scope(request, study, series=None):
 @require_GET
 @dicomweb_view()
 async def instance_rendered(request, study, series, instance):
-    found, source = await _db(_instance_and_source)(request.user, study, series, instance)
+    found, source = await _lookup(request, study, series, instance)
     if found.number_of_frames == 1:
         return await _single_image(request, found, frame=0, thumbnail=False, obj_type="instance", obj_id=instance,
                                    source=source)
@@ -155,7 +180,7 @@ async def instance_rendered(request, study, series, instance):
 @require_GET
 @dicomweb_view()
 async def frames_rendered(request, study, series, instance, frames):
-    found, source = await _db(_instance_and_source)(request.user, study, series, instance)
+    found, source = await _lookup(request, study, series, instance)
     try:
         numbers = [int(part) for part in frames.split(",")]
     except ValueError:
@@ -189,7 +214,7 @@ def _representative(instances):
 @require_GET
 @dicomweb_view()
 async def instance_thumbnail(request, study, series, instance):
-    found, source = await _db(_instance_and_source)(request.user, study, series, instance)
+    found, source = await _lookup(request, study, series, instance)
     return await _single_image(request, found, frame=0, thumbnail=True, obj_type="instance", obj_id=instance,
                                source=source)
 

@@ -138,10 +138,12 @@ def delete_user(*, client: ScimClient, request, user: User) -> None:
 
 def _deactivate(*, user: User, client: ScimClient, request, via: str, **details) -> None:
     from accounts.sessions import end_all_sessions
+    from accounts.signals import forget_access_decisions
 
     # SECURITY: both at once, in this transaction: every browser session ends (its open websockets
     # are closed after commit) and every API token is revoked, so nothing the user held still works.
     revoked = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    forget_access_decisions()  # a queryset update sends no signal
     sessions = end_all_sessions(user, reason="scim_deactivated", request=request)
     _audit("scim.user_deactivated", client=client, request=request, object_type="user", object_id=user.pk,
            via=via, api_tokens_revoked=revoked, sessions_ended=sessions, **details)

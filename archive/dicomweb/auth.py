@@ -7,7 +7,7 @@ import functools
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import JsonResponse
 
-from accounts.tokens import authenticate_token
+from accounts.tokens import authenticate_token, recent_token
 from audit.services import record
 
 
@@ -43,6 +43,22 @@ def resolve_caller(request) -> tuple[object | None, str | None]:
             return None, "second factor required: complete sign-in verification first"
         return user, None
     return None, "authentication required"
+
+
+def recent_bearer_caller(request) -> bool:
+    """Set request.user from a bearer token found usable moments ago (no database work).
+
+    False when there is no such token; the caller then runs the full ``resolve_caller``.
+    """
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    api_token = recent_token(token.strip())
+    if api_token is None:
+        return False
+    request.user = api_token.user
+    request.api_token = api_token
+    return True
 
 
 def _session_user(request):
@@ -81,8 +97,11 @@ def dicomweb_view(*, write: bool = False):
 
             @functools.wraps(view)
             async def async_wrapper(request, *args, **kwargs):
-                # thread_sensitive=False: API requests must not queue on Django's one sync thread.
-                refusal = await sync_to_async(check, thread_sensitive=False)(request)
+                refusal = None
+                # A token checked moments ago needs no thread hop (hot path: rendered frames).
+                if not recent_bearer_caller(request) or (write and not request.api_token.can_write):
+                    # thread_sensitive=False: API requests must not queue on Django's one sync thread.
+                    refusal = await sync_to_async(check, thread_sensitive=False)(request)
                 return refusal or await view(request, *args, **kwargs)
 
             return async_wrapper

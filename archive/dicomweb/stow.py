@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import Resolver404, resolve, reverse
+from django.urls import reverse
 from pydicom.uid import UID
 
 from accounts.models import Organization
@@ -41,6 +41,7 @@ from archive.dicomweb.multipart_parser import ContentType, MalformedMultipart, M
 from archive.services import IngestBatch, IngestResult, Status
 from audit.models import ActorType, Outcome
 from audit.services import record
+from config.handlers import resolve_scope
 
 logger = logging.getLogger("lightbox.dicomweb")
 
@@ -137,14 +138,8 @@ class StreamStowBodies:
 
 
 def _is_stow_path(scope) -> bool:
-    path = scope.get("path", "")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    try:
-        return resolve(path).view_name in STOW_URL_NAMES
-    except Resolver404:
-        return False
+    match = resolve_scope(scope)
+    return match is not None and match.view_name in STOW_URL_NAMES
 
 
 # -- views ------------------------------------------------------------------------------------

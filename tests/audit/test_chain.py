@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.core.management import call_command
@@ -128,6 +129,72 @@ def test_concurrent_appends_from_two_threads_leave_one_chain():
     assert errors == []
     report = verify_chain()
     assert report.ok and report.checked == 50
+
+
+def _run_concurrently(count, target):
+    barrier = threading.Barrier(count)
+    results, errors = {}, []
+
+    def run(n):
+        try:
+            barrier.wait()
+            results[n] = target(n)
+        except Exception as exc:  # collected and asserted by the caller
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results, errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_callers_share_transactions_and_each_gets_its_own_committed_event(monkeypatch):
+    from audit import services
+
+    batches, first = [], threading.Event()
+    real_append = services._append
+
+    def slow_first_append(batch):
+        batches.append(len(batch))
+        if not first.is_set():
+            first.set()
+            time.sleep(0.3)  # the others arrive while this transaction is open, and queue
+        return real_append(batch)
+
+    monkeypatch.setattr(services, "_append", slow_first_append)
+    results, errors = _run_concurrently(8, lambda n: record(action="test.group", object_id=f"caller-{n}"))
+    assert errors == []
+    assert max(batches) > 1 and sum(batches) == 8  # grouped, and every event written once
+    for n, event in results.items():
+        stored = AuditEvent.objects.get(pk=event.pk)
+        assert (stored.object_id, stored.sequence, stored.hash) == (f"caller-{n}", event.sequence, event.hash)
+    report = verify_chain()
+    assert report.ok and report.checked == 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_group_transaction_fails_every_caller_in_it_and_stores_none_of_them(monkeypatch):
+    from audit import services
+
+    real_append, first = services._append, threading.Event()
+
+    def failing_when_grouped(batch):
+        if not first.is_set():
+            first.set()
+            time.sleep(0.3)
+            return real_append(batch)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(services, "_append", failing_when_grouped)
+    results, errors = _run_concurrently(6, lambda n: record(action="test.group", object_id=f"caller-{n}"))
+    assert len(results) == 1 and len(errors) == 5  # the first alone succeeded
+    assert all(isinstance(e, (RuntimeError, services.AuditWriteFailed)) for e in errors)
+    assert AuditEvent.objects.count() == 1 and verify_chain().ok
 
 
 @pytest.mark.django_db

@@ -45,6 +45,25 @@ def test_embedded_scheduler_runs_the_beat_schedule():
     assert checkpoint_path().exists()
 
 
+def test_embedded_scheduler_finds_every_scheduled_task_in_a_fresh_web_process():
+    # In the test process the task modules are already imported by the tests; a fresh web
+    # process (make run) has imported none of them, which is where a lazy lookup failed.
+    code = (
+        "import django; django.setup()\n"
+        "import sys\n"
+        "from config.scheduler import EmbeddedScheduler\n"
+        "print(sorted(t.name for t in EmbeddedScheduler().resolve_tasks().values()))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = sorted(entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values())
+    assert result.stdout.strip() == repr(expected)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_checkpoint_task_runs_in_a_real_celery_worker(tmp_path):
     require_service("Redis", bool(os.environ.get("REDIS_URL")), how="set REDIS_URL=redis://127.0.0.1:6379/0")

@@ -262,6 +262,24 @@ def test_display_table_is_cached_read_only_and_indexed_by_unsigned_bits():
     assert table[60] == 255
 
 
+@pytest.mark.parametrize(("dtype", "bits_stored"), [("int16", 12), ("uint16", 12), ("int16", 16), ("uint16", 10)])
+def test_display_table_matches_the_float_path_for_every_bit_pattern(dtype, bits_stored):
+    # The table is computed over the Bits Stored range and repeated: every possible bit pattern
+    # must display exactly like its masked (and sign-extended) stored value on the float path.
+    _, info = _synthetic(dtype, bits_stored, "MONOCHROME2")
+    window = Window(37.5, 211.0, "LINEAR")
+    table = display_table(info, window, False, np.dtype(dtype).str)
+    patterns = np.arange(65536, dtype=np.uint32)
+    low = (patterns & ((1 << bits_stored) - 1)).astype(np.int64)
+    if dtype == "int16":
+        low = np.where(low >= 1 << (bits_stored - 1), low - (1 << bits_stored), low)
+    masked = low.astype(dtype)
+    np.testing.assert_array_equal(table, window_float(masked, info, window))
+    # and for values already in range (all that decoding produces) that is the plain float path
+    in_range = masked[: 1 << bits_stored]
+    np.testing.assert_array_equal(table[in_range.view(np.uint16)], window_float(in_range, info, window))
+
+
 def test_32_bit_dose_uses_the_float_path():
     frame = decode_frame(sample_bytes(RT_32_15F)).values
     info = from_dataset(pydicom.dcmread(sample_path(RT_32_15F), stop_before_pixels=True))

@@ -12,7 +12,6 @@ import os
 import signal
 import struct
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,12 +36,12 @@ from viewer.pool import (
     RenderResult,
     Source,
     SourceUnavailable,
+    StickyRouter,
     Superseded,
     TileJob,
     WorkerCrashed,
     WorkerMemoryExceeded,
     protocol,
-    route,
 )
 from viewer.render import (
     CorruptPixelData,
@@ -210,9 +209,23 @@ def test_errors_are_the_engines_classes_with_code_and_message(pool, files):
 # -- routing and the frame cache ------------------------------------------------------------
 
 
-def test_route_is_a_stable_crc32_of_the_key():
-    assert route("blob-42", 4) == zlib.crc32(b"blob-42") % 4
-    assert len({route(f"blob-{i}", 4) for i in range(50)}) == 4
+def test_router_spreads_new_keys_evenly_and_keeps_each_key_on_its_worker():
+    router = StickyRouter(2)
+    slices = [f"blob-{i}" for i in range(8)]
+    first = [router.worker_for(key) for key in slices]
+    assert first.count(0) == first.count(1) == 4  # a crc32 split these 8 keys 5:3
+    assert first[:4] == [0, 1, 0, 1]  # neighbouring slices of a stack alternate
+    assert [router.worker_for(key) for key in reversed(slices)] == first[::-1]
+
+
+def test_router_memory_is_bounded_and_forgets_the_least_recently_used_key():
+    router = StickyRouter(3, memory=4)
+    for i in range(4):
+        router.worker_for(f"k{i}")
+    router.worker_for("k0")  # recently used again
+    router.worker_for("k4")  # evicts k1, the least recently used
+    assert len(router) == 4
+    assert set(router._assigned) == {"k0", "k2", "k3", "k4"}
 
 
 def test_same_key_routes_to_same_worker_and_second_request_is_a_cache_hit(pool, files):

@@ -135,3 +135,27 @@ def test_tile_outside_the_grid_is_invalid():
         pyramid.tile(0, 2, 0)
     with pytest.raises(InvalidRenderParams):
         pyramid.tile(5, 0, 0)
+
+
+@pytest.mark.parametrize(("src", "dst"), [((2560, 1700), (1000, 663)), ((5120, 4096), (1024, 819)), ((2049, 1031), (301, 97))])
+def test_large_shrinks_run_in_bands_and_equal_one_whole_image_resize(src, dst):
+    # Above PARALLEL_MIN_PIXELS the resize is split into bands of output rows on threads.
+    from PIL import Image
+
+    from viewer.render.bands import PARALLEL_MIN_PIXELS
+
+    rows, columns = src
+    assert rows * columns >= PARALLEL_MIN_PIXELS
+    img = np.random.default_rng(3).integers(0, 256, src, dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(img).resize((dst[1], dst[0]), Image.Resampling.BOX))
+    np.testing.assert_array_equal(resize(img, dst[1], dst[0]), expected)
+
+
+def test_large_lookup_in_bands_equals_one_take():
+    from viewer.render.lut import _lookup
+
+    table = np.random.default_rng(4).integers(0, 256, 65536, dtype=np.uint8)
+    indices = np.random.default_rng(5).integers(0, 65536, (3001, 1999), dtype=np.uint16)
+    np.testing.assert_array_equal(_lookup(table, indices), np.take(table, indices))
+    view = indices[7:2900:3, 5:1900]  # a strided crop (a zoomed region) too
+    np.testing.assert_array_equal(_lookup(table, view), np.take(table, view))

@@ -184,3 +184,52 @@ def test_staff_of_same_org_may_render_but_auditor_may_not(live_server_url, org, 
         response = requests.get(f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/thumbnail",
                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert response.status_code == expected
+
+
+# -- remembered access decisions (config/recheck_cache.py) ----------------------------------
+
+
+def _rendered_status(base_url, token, ds) -> int:
+    url = (f"{base_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}/rendered")
+    return requests.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "image/jpeg"}, timeout=30).status_code
+
+
+@pytest.mark.parametrize("change", ["revoke token", "disable user", "remove membership"])
+def test_a_remembered_decision_is_forgotten_as_soon_as_access_changes(live_server_url, owner, loaded, change):
+    # The first frame puts the token and the instance lookup in the decision caches; each later
+    # frame within 2 s is served from them, so a change must clear them in this process at once.
+    from django.utils import timezone
+
+    from accounts.models import ApiToken
+
+    token_record, token = issue_api_token(user=owner)
+    ds = loaded["ct"][0]
+    assert _rendered_status(live_server_url, token, ds) == 200
+    assert _rendered_status(live_server_url, token, ds) == 200  # served from the caches
+    if change == "revoke token":
+        token_record.revoked_at = timezone.now()
+        token_record.save(update_fields=["revoked_at"])
+        expected = 401
+    elif change == "disable user":
+        owner.is_active = False
+        owner.save(update_fields=["is_active"])
+        expected = 401
+    else:
+        owner.memberships.get().delete()
+        expected = 404
+    assert _rendered_status(live_server_url, token, ds) == expected
+    assert ApiToken.objects.filter(pk=token_record.pk).exists()
+
+
+def test_a_token_that_expires_while_remembered_is_refused(live_server_url, owner, loaded):
+    import datetime as dt
+
+    import time_machine
+    from django.utils import timezone
+
+    _, token = issue_api_token(user=owner, days=1)
+    ds = loaded["ct"][0]
+    assert _rendered_status(live_server_url, token, ds) == 200
+    with time_machine.travel(timezone.now() + dt.timedelta(days=1, seconds=1)):
+        assert _rendered_status(live_server_url, token, ds) == 401

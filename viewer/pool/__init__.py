@@ -31,7 +31,8 @@ from .jobs import (
     TileJob,
     TranscodeJob,
 )
-from .pool import DEFAULT_CACHE_BYTES, RenderPool, route
+from .pool import DEFAULT_CACHE_BYTES, RenderPool
+from .routing import StickyRouter
 from .runner import JobRunner
 
 __all__ = [
@@ -57,5 +58,5 @@ __all__ = [
     "TranscodeJob",
     "WorkerCrashed",
     "WorkerMemoryExceeded",
-    "route",
+    "StickyRouter",
 ]

@@ -1,7 +1,8 @@
 """``RenderPool``: route render jobs to isolated worker processes and hand back futures.
 
 One duplex pipe and one reader thread per worker. Jobs for the same ``Source.key`` always go
-to the same worker (crc32 of the key), so its frame cache hits. Up to ``pipeline_depth``
+to the same worker (``StickyRouter``: new keys round-robin, then sticky), so its frame cache
+hits and the workers share the load evenly. Up to ``pipeline_depth``
 jobs are in a worker's pipe at once; the rest wait in the parent, where a newer job with the
 same ``supersedes`` key, or cancelling the future, drops them. A worker that dies fails only
 the job it was running (the oldest unanswered one); the jobs queued behind it go to its
@@ -24,7 +25,6 @@ import pickle
 import signal
 import threading
 import time
-import zlib
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from concurrent.futures import Future, InvalidStateError
@@ -36,9 +36,10 @@ from viewer.render.decode import DEFAULT_MAX_PIXELS
 from . import protocol
 from .errors import JobTimeout, PoolClosed, PoolError, Superseded, WorkerCrashed
 from .jobs import Job
+from .routing import StickyRouter
 from .worker import WorkerConfig, worker_main
 
-__all__ = ["DEFAULT_CACHE_BYTES", "RenderPool", "route"]
+__all__ = ["DEFAULT_CACHE_BYTES", "RenderPool"]
 
 DEFAULT_CACHE_BYTES = 512 << 20
 # Address space beyond the cache: interpreter and codecs (~200 MiB mapped), one maximal
@@ -47,21 +48,6 @@ _DEFAULT_HEADROOM = 1 << 30
 # Largest reply accepted from a worker: an 8192 x 8192 RGB PNG is at most ~200 MiB.
 _MAX_REPLY_BYTES = 256 << 20
 _WATCHDOG_INTERVAL = 0.1
-
-
-def route(key: str, workers: int) -> int:
-    """Return the worker index for a source key: stable across processes and restarts.
-
-    Parameters
-    ----------
-    key : str
-    workers : int
-
-    Returns
-    -------
-    int
-    """
-    return zlib.crc32(key.encode("utf-8")) % workers
 
 
 @dataclass(eq=False)
@@ -157,6 +143,7 @@ class RenderPool:
         self._context = multiprocessing.get_context(start_method)
         self._start_timeout = start_timeout
         self._slots = [_Slot(i) for i in range(workers)]
+        self._router = StickyRouter(workers)
         self._ids = itertools.count(1)
         self._latest: dict[Hashable, _Entry] = {}
         self._latest_lock = threading.Lock()
@@ -251,8 +238,8 @@ class RenderPool:
         return [slot.pid for slot in self._slots]
 
     def worker_index(self, key: str) -> int:
-        """Return the index of the worker that serves `key`."""
-        return route(key, self.workers)
+        """Return the index of the worker that serves `key` (assigning one if it is new)."""
+        return self._router.worker_for(key)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -278,7 +265,7 @@ class RenderPool:
         PoolClosed
             The pool is not running.
         """
-        slot = self._slots[route(job.source.key, self.workers)]
+        slot = self._slots[self._router.worker_for(job.source.key)]
         job_id = next(self._ids)
         return self._enqueue(slot, job_id, pickle.dumps(("job", job_id, job), pickle.HIGHEST_PROTOCOL), supersedes)
 

@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from .bands import run_in_bands
 from .errors import InvalidRenderParams
 from .params import ImageInfo, RenderParams, Window
 
@@ -287,9 +288,18 @@ def display_table(info: ImageInfo, window: Window, invert: bool, dtype: str) -> 
         Read-only uint8 table of 256 or 65536 entries.
     """
     kind = np.dtype(dtype)
-    unsigned = np.arange(1 << (8 * kind.itemsize), dtype=np.uint32).astype(f"u{kind.itemsize}")
-    stored = unsigned.view(f"{kind.kind if kind.kind != 'b' else 'u'}{kind.itemsize}")
-    table = window_float(stored, info, window, invert=invert)
+    bits = 8 * kind.itemsize
+    signed = kind.kind == "i"
+    # Decoding masks stored values to Bits Stored and sign-extends signed ones, so what a bit
+    # pattern displays as depends only on its low `stored_bits` bits: compute those entries and
+    # repeat them. 16 times less work for 12-bit CT, where every step of a W/L drag needs a
+    # new table (0.24 -> ~0.02 ms per 65536-entry table).
+    stored_bits = min(max(int(info.bits_stored), 1), bits)
+    low = np.arange(1 << stored_bits, dtype=np.int64)
+    if signed:
+        low = np.where(low >= 1 << (stored_bits - 1), low - (1 << stored_bits), low)
+    stored = low.astype(f"{'i' if signed else 'u'}{kind.itemsize}")
+    table = np.tile(window_float(stored, info, window, invert=invert), 1 << (bits - stored_bits))
     table.setflags(write=False)
     return table
 
@@ -313,6 +323,28 @@ def _color_scale_table(bits_stored: int, itemsize: int, invert: bool) -> np.ndar
         table = 255 - table
     table.setflags(write=False)
     return table
+
+
+# np.take first casts every index to intp (8 bytes each): 168 MB for a 4096 x 5120 image,
+# written and read back through memory. Bands of ~1 MiB of indices stay in cache, which
+# halves the time for large images (33 -> 17 ms here) and changes nothing for small ones.
+_LOOKUP_BAND_PIXELS = 1 << 17
+
+
+def _lookup(table: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``table[indices]`` for unsigned integer indices (all within the table), in cache-sized bands."""
+    if indices.ndim != 2 or indices.size <= _LOOKUP_BAND_PIXELS:
+        return np.take(table, indices, mode="clip")
+    out = np.empty(indices.shape, table.dtype)
+    step = max(1, _LOOKUP_BAND_PIXELS // indices.shape[1])
+
+    def _band(first: int, end: int) -> None:
+        for start in range(first, end, step):
+            stop = min(start + step, end)
+            np.take(table, indices[start:stop], out=out[start:stop], mode="clip")
+
+    run_in_bands(indices.shape[0], indices.size, _band)
+    return out
 
 
 def to_display(
@@ -363,5 +395,5 @@ def to_display(
         if values.dtype.kind == "b":
             values = values.view(np.uint8)
         table = display_table(info, window, invert, values.dtype.str)
-        return np.take(table, values.view(f"u{values.dtype.itemsize}"), mode="clip")
+        return _lookup(table, values.view(f"u{values.dtype.itemsize}"))
     return window_float(values, info, window, invert=invert)

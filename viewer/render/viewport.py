@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .bands import run_in_bands
 from .errors import InvalidRenderParams
 from .params import ImageInfo, RenderParams
 
@@ -138,7 +139,20 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
         filt = Image.Resampling.BOX
     else:
         filt = Image.Resampling.BILINEAR
-    return np.asarray(image.resize((width, height), filt))
+    if filt is not Image.Resampling.BOX:
+        return np.asarray(image.resize((width, height), filt))
+    # Large shrinks in bands of output rows on several threads (see render.bands): the source
+    # box of a band starts exactly where its first output row's pixels start, so the result
+    # is bit-identical to one whole-image resize.
+    out = np.empty((height, width, *img.shape[2:]), np.uint8)
+    scale = src_h / height
+
+    def _band(first: int, end: int) -> None:
+        box = (0.0, first * scale, float(src_w), end * scale)
+        out[first:end] = np.asarray(image.resize((width, end - first), filt, box=box))
+
+    run_in_bands(height, src_w * src_h, _band)
+    return out
 
 
 def orient(img: np.ndarray, rotation: int, flip_h: bool, flip_v: bool) -> np.ndarray:
