@@ -83,6 +83,10 @@ def record(
     return _group.append(fields)
 
 
+# record's signature is the one definition of an event's arguments; arecord checks them against it
+_RECORD_ARGUMENTS = inspect.signature(record)
+
+
 async def arecord(**kwargs: Any) -> None:
     """``record`` for async views: returns once the event is committed, without a thread per call.
 
@@ -94,8 +98,7 @@ async def arecord(**kwargs: Any) -> None:
     if connection.in_atomic_block:
         record(**kwargs)
         return
-    # record's signature is the one definition of the arguments (and checks them here too)
-    bound = inspect.signature(record).bind(**kwargs)
+    bound = _RECORD_ARGUMENTS.bind(**kwargs)
     bound.apply_defaults()
     future = asyncio.get_running_loop().create_future()
     _writer.submit(_event_fields(**bound.arguments), future)

@@ -10,6 +10,8 @@ itself, and `ApiSecurityHeadersMiddleware` sets the same security headers.
 
 from __future__ import annotations
 
+import functools
+
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
@@ -34,7 +36,13 @@ def resolve_scope(scope):
 
 
 def _serves_async_view(scope) -> bool:
-    match = resolve_scope(scope)
+    return _path_serves_async_view(scope.get("path", ""), scope.get("root_path", ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _path_serves_async_view(path: str, root_path: str) -> bool:
+    # A frame client asks for the same few URLs hundreds of times a second.
+    match = resolve_scope({"path": path, "root_path": root_path})
     return match is not None and iscoroutinefunction(match.func)
 
 

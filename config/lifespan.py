@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -11,11 +12,11 @@ from django.conf import settings
 logger = logging.getLogger("lightbox.lifespan")
 
 
-def _warm_render_pool() -> None:
+def _warm_render_pool(loop: asyncio.AbstractEventLoop) -> None:
     from viewer.rendering import get_pool
 
     try:
-        get_pool()
+        get_pool(loop)
     except Exception:  # process edge: the first request will start (or report) the pool instead
         logger.warning("could not start the render pool at start-up", exc_info=True)
 
@@ -30,7 +31,8 @@ class Lifespan:
             if message["type"] == "lifespan.startup":
                 # Start the render workers now, in the background, so the first viewer does not
                 # wait for processes to start (that was most of a first frame on a fresh server).
-                threading.Thread(target=_warm_render_pool, name="lightbox-pool-warmup", daemon=True).start()
+                threading.Thread(target=_warm_render_pool, args=(asyncio.get_running_loop(),),
+                                 name="lightbox-pool-warmup", daemon=True).start()
                 if settings.LIGHTBOX_EMBEDDED_SCHEDULER:
                     from config.scheduler import EmbeddedScheduler
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import threading
 from pathlib import Path
@@ -18,8 +19,12 @@ _pool: RenderPool | None = None
 _key_ids: dict[int, str] = {}
 
 
-def get_pool() -> RenderPool:
-    """Return the process-wide render pool, starting it on first use."""
+def get_pool(loop: asyncio.AbstractEventLoop | None = None) -> RenderPool:
+    """Return the process-wide render pool, starting it on first use.
+
+    `loop`: the server's event loop, given by the ASGI lifespan when it starts the pool, so
+    that loop reads the workers' replies (see ``RenderPool``); ignored once the pool exists.
+    """
     global _pool
     with _lock:
         if _pool is None:
@@ -28,6 +33,7 @@ def get_pool() -> RenderPool:
                 workers=settings.LIGHTBOX_RENDER_WORKERS or None,
                 cache_bytes=settings.LIGHTBOX_RENDER_CACHE_BYTES,
                 job_cpu_seconds=settings.LIGHTBOX_RENDER_JOB_SECONDS,
+                loop=loop,
             )
             pool.start()
             atexit.register(pool.close)

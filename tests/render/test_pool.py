@@ -523,3 +523,35 @@ def test_results_cross_without_pickle_and_keep_their_types():
     assert protocol.decode_reply(protocol.encode_result(3, result)).value == result
     rebuilt = protocol.decode_reply(protocol.encode_result(4, {"mean": 1.5, "sd": None}))
     assert rebuilt.value == {"mean": 1.5, "sd": None}
+
+
+# -- replies read by the event loop (loop mode, as under the ASGI server) -----------------------
+
+
+async def test_in_loop_mode_the_event_loop_reads_replies_and_a_killed_worker_is_replaced(files, tmp_path):
+    loop = asyncio.get_running_loop()
+    pool = RenderPool(opener=f"{OPENERS}:dispatch", workers=1, cache_bytes=16 * MIB,
+                      memory_limit_bytes=MEMORY_LIMIT, job_cpu_seconds=0.5, job_wall_seconds=5.0, loop=loop)
+    pool.start()
+    try:
+        assert all(slot.reader is None for slot in pool._slots)  # no reader threads
+        results = await asyncio.gather(*(pool.run(_tricky("open_path", files["CT_16_1F"])) for _ in range(6)))
+        assert all(result.data[:2] == b"\xff\xd8" for result in results)  # JPEGs
+
+        marker = tmp_path / "started"
+        doomed = asyncio.ensure_future(pool.run(_tricky("open_slow", (files["CT_16_1F"], str(marker), 1.0))))
+        behind = asyncio.ensure_future(pool.run(_tricky("open_path", files["CT_16_1F"])))
+        for _ in range(500):
+            if marker.exists():
+                break
+            await asyncio.sleep(0.01)
+        pid = int(marker.read_text())
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerCrashed):
+            await asyncio.wait_for(doomed, 10)
+        assert (await asyncio.wait_for(behind, 10)).data  # re-sent to the replacement
+        assert pool.worker_pids()[0] not in (None, pid)
+        assert (await asyncio.wait_for(pool.run(_tricky("open_path", files["CT_16_1F"])), 10)).data
+    finally:
+        pool.close()
+    assert all(slot.watched_fd is None for slot in pool._slots)  # the loop no longer watches the pipes
