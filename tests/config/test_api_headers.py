@@ -34,3 +34,41 @@ def test_pages_still_take_the_full_chain(live_server_url):
     response = requests.get(f"{live_server_url}/accounts/sign-in/", timeout=30)
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert "csrftoken" in response.cookies
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_request_signals_still_fire_for_api_views_inline_for_async_ones(live_server_url):
+    # The lean handler sends request_started/finished itself for async API views (no thread
+    # hop): both must still fire once per request, for an async view in the thread running the
+    # event loop; a sync view keeps Django's own handling.
+    import asyncio
+    import threading
+
+    import requests
+    from django.core.signals import request_finished, request_started
+
+    seen = []
+
+    def receiver(signal, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            in_loop = True
+        except RuntimeError:
+            in_loop = False
+        seen.append((signal, in_loop, threading.current_thread().name))
+
+    request_started.connect(receiver, weak=False)
+    request_finished.connect(receiver, weak=False)
+    try:
+        # async view (STOW-RS): refused without credentials, still a full request cycle
+        assert requests.post(f"{live_server_url}/dicomweb/studies", timeout=10).status_code == 401
+        async_seen, seen[:] = list(seen), []
+        # sync view (QIDO-RS)
+        assert requests.get(f"{live_server_url}/dicomweb/studies", timeout=10).status_code == 401
+        sync_seen = list(seen)
+    finally:
+        request_started.disconnect(receiver)
+        request_finished.disconnect(receiver)
+    assert [(s is request_started, in_loop) for s, in_loop, _ in async_seen] == [(True, True), (False, True)]
+    assert [s is request_started for s, _, _ in sync_seen] == [True, False]
