@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connections
 
 from archive import synthetic
 from archive.models import Instance, Series, Study
 from archive.services import Status, ingest_many
 from archive.storage import get_store
+from tests.threads import run_concurrently
 
 CLIENTS = 20
 
@@ -20,36 +19,16 @@ CLIENTS = 20
 @pytest.mark.django_db(transaction=True)
 def test_twenty_clients_resending_a_study_at_once_leave_one_copy_of_each_instance(org):
     objects = [synthetic.to_bytes(ds) for ds in synthetic.ct_study(slices=6, size=32)]
-    start = threading.Barrier(CLIENTS)
-    results: list = []
-    errors: list = []
-    lock = threading.Lock()
+    def client(n: int) -> list:
+        # Each client sends the study in its own order, so batches overlap differently.
+        order = objects[n % len(objects) :] + objects[: n % len(objects)]
+        settled = ingest_many(
+            ((i, io.BytesIO(data)) for i, data in enumerate(order)), organization=org, source="test", batch_size=3
+        )
+        return [result for _, result in settled]
 
-    def client(n: int) -> None:
-        try:
-            start.wait()
-            # Each client sends the study in its own order, so batches overlap differently.
-            order = objects[n % len(objects) :] + objects[: n % len(objects)]
-            settled = list(
-                ingest_many(
-                    ((i, io.BytesIO(data)) for i, data in enumerate(order)),
-                    organization=org,
-                    source="test",
-                    batch_size=3,
-                )
-            )
-            with lock:
-                results.extend(result for _, result in settled)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    by_client, errors = run_concurrently(CLIENTS, client, timeout=120)
+    results = [result for settled in by_client.values() for result in settled]
 
     assert not errors, errors
     assert len(results) == CLIENTS * len(objects)

@@ -12,6 +12,7 @@ from django.db import connection
 from audit.models import AppendOnlyError, AuditEvent
 from audit.services import record
 from audit.verification import verify_chain, verify_latest_checkpoint, write_checkpoint
+from tests.threads import run_concurrently
 
 
 def _raw(sql: str, params=()):
@@ -110,46 +111,14 @@ def test_verify_audit_command_passes_on_an_intact_chain(capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_appends_from_two_threads_leave_one_chain():
-    errors = []
-
     def writer(tag):
-        try:
-            for n in range(25):
-                record(action="test.concurrent", object_id=f"{tag}-{n}")
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
+        for n in range(25):
+            record(action="test.concurrent", object_id=f"{tag}-{n}")
 
-    threads = [threading.Thread(target=writer, args=(tag,)) for tag in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, errors = run_concurrently(2, writer)
     assert errors == []
     report = verify_chain()
     assert report.ok and report.checked == 50
-
-
-def _run_concurrently(count, target):
-    barrier = threading.Barrier(count)
-    results, errors = {}, []
-
-    def run(n):
-        try:
-            barrier.wait()
-            results[n] = target(n)
-        except Exception as exc:  # collected and asserted by the caller
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results, errors
 
 
 @pytest.mark.django_db(transaction=True)
@@ -167,7 +136,7 @@ def test_concurrent_callers_share_transactions_and_each_gets_its_own_committed_e
         return real_append(batch)
 
     monkeypatch.setattr(services, "_append", slow_first_append)
-    results, errors = _run_concurrently(8, lambda n: record(action="test.group", object_id=f"caller-{n}"))
+    results, errors = run_concurrently(8, lambda n: record(action="test.group", object_id=f"caller-{n}"))
     assert errors == []
     assert max(batches) > 1 and sum(batches) == 8  # grouped, and every event written once
     for n, event in results.items():
@@ -191,7 +160,7 @@ def test_a_failed_group_transaction_fails_every_caller_in_it_and_stores_none_of_
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(services, "_append", failing_when_grouped)
-    results, errors = _run_concurrently(6, lambda n: record(action="test.group", object_id=f"caller-{n}"))
+    results, errors = run_concurrently(6, lambda n: record(action="test.group", object_id=f"caller-{n}"))
     assert len(results) == 1 and len(errors) == 5  # the first alone succeeded
     assert all(isinstance(e, (RuntimeError, services.AuditWriteFailed)) for e in errors)
     assert AuditEvent.objects.count() == 1 and verify_chain().ok

@@ -233,3 +233,16 @@ def test_a_token_that_expires_while_remembered_is_refused(live_server_url, owner
     assert _rendered_status(live_server_url, token, ds) == 200
     with time_machine.travel(timezone.now() + dt.timedelta(days=1, seconds=1)):
         assert _rendered_status(live_server_url, token, ds) == 401
+
+
+def test_access_granted_right_after_a_refusal_works_at_once(live_server_url, org, other_org, loaded):
+    # A caller refused a moment ago who is then given access is served on the very next request
+    # (refusals are not remembered, and a membership change clears what is).
+    from accounts.models import Membership
+
+    outsider = factories.make_user(email="outsider@example.org", organization=other_org, role=Role.CLINICIAN)
+    _, token = issue_api_token(user=outsider)
+    ds = loaded["ct"][0]
+    assert _rendered_status(live_server_url, token, ds) == 404
+    Membership.objects.create(user=outsider, organization=org, role=Role.CLINICIAN)
+    assert _rendered_status(live_server_url, token, ds) == 200

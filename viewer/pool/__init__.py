@@ -53,10 +53,10 @@ __all__ = [
     "RenderResult",
     "Source",
     "SourceUnavailable",
+    "StickyRouter",
     "Superseded",
     "TileJob",
     "TranscodeJob",
     "WorkerCrashed",
     "WorkerMemoryExceeded",
-    "StickyRouter",
 ]
