@@ -44,6 +44,7 @@ def test_request_signals_still_fire_for_api_views_inline_for_async_ones(live_ser
     # event loop; a sync view keeps Django's own handling.
     import asyncio
     import threading
+    import time
 
     import requests
     from django.core.signals import request_finished, request_started
@@ -58,15 +59,24 @@ def test_request_signals_still_fire_for_api_views_inline_for_async_ones(live_ser
             in_loop = False
         seen.append((signal, in_loop, threading.current_thread().name))
 
+    def both_signals():
+        # request_finished comes from response.close(), after the client already has its answer
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        taken = list(seen)
+        seen.clear()
+        return taken
+
     request_started.connect(receiver, weak=False)
     request_finished.connect(receiver, weak=False)
     try:
         # async view (STOW-RS): refused without credentials, still a full request cycle
         assert requests.post(f"{live_server_url}/dicomweb/studies", timeout=10).status_code == 401
-        async_seen, seen[:] = list(seen), []
+        async_seen = both_signals()
         # sync view (QIDO-RS)
         assert requests.get(f"{live_server_url}/dicomweb/studies", timeout=10).status_code == 401
-        sync_seen = list(seen)
+        sync_seen = both_signals()
     finally:
         request_started.disconnect(receiver)
         request_finished.disconnect(receiver)
