@@ -11,8 +11,12 @@ from config.client_ip import client_ip_of_request, client_ip_var
 from config.request_context import request_id_var
 
 
-class RequestIdMiddleware:
-    """Give each request a random id, expose it to logs and audit, echo it in X-Request-ID."""
+class HybridMiddleware:
+    """Base of middleware that runs in sync and async chains alike, without thread hops.
+
+    Subclasses define ``handle(request)`` for a sync chain and ``__acall__(request)`` for an
+    async one; Django picks by the chain it builds (``markcoroutinefunction``).
+    """
 
     sync_capable = True
     async_capable = True
@@ -21,6 +25,21 @@ class RequestIdMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.handle(request)
+
+    def handle(self, request):
+        raise NotImplementedError
+
+    async def __acall__(self, request):
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(HybridMiddleware):
+    """Give each request a random id, expose it to logs and audit, echo it in X-Request-ID."""
 
     def _start(self, request):
         # SECURITY: never trust a client-supplied id; it would let a caller forge log correlation.
@@ -33,9 +52,7 @@ class RequestIdMiddleware:
         request_id_var.reset(tokens[0])
         client_ip_var.reset(tokens[1])
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def handle(self, request):
         tokens = self._start(request)
         try:
             response = self.get_response(request)
@@ -54,20 +71,12 @@ class RequestIdMiddleware:
         return response
 
 
-class NoStoreMiddleware:
+class NoStoreMiddleware(HybridMiddleware):
     """Send `Cache-Control: no-store` unless a response chose its own caching.
 
     # PRIVACY: almost every page here carries PHI, so not caching is the default; only static
     # assets (served before this middleware by WhiteNoise) opt into caching.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     @staticmethod
     def _apply(response):
@@ -75,9 +84,7 @@ class NoStoreMiddleware:
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def handle(self, request):
         return self._apply(self.get_response(request))
 
     async def __acall__(self, request):

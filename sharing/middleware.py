@@ -6,25 +6,16 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 
+from config.middleware import HybridMiddleware
 from sharing import ratelimit
 
 GUARDED_PREFIXES = ("/s/", "/share/verify/", "/share/code/")
 
 
-class ShareRateLimitMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+class ShareRateLimitMiddleware(HybridMiddleware):
+    def handle(self, request):
         if request.path.startswith(GUARDED_PREFIXES) and ratelimit.is_blocked(request):
             return ratelimit.too_many(request)
         return self.get_response(request)
