@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import AMBIGUOUS_VR
 
 from archive.errors import InvalidUpload
+from config.logging import scrub
 
 # Values of these VRs, or longer than the threshold, are bulk data: served via BulkDataURI.
 BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
@@ -36,9 +39,12 @@ class Problem:
         return f"{self.attribute}: {self.message}"
 
 
-def read_header(fp: BinaryIO, *, max_inflated_bytes: int) -> tuple[Dataset, list[str]]:
+def read_header(fp: BinaryIO, *, max_inflated_bytes: int,
+                memo: ConversionMemo | None = None) -> tuple[Dataset, list[str]]:
     """Parse a Part 10 header without loading pixel data; return it with pydicom's warnings.
 
+    The header's small top-level values are converted now, reusing what `memo` converted
+    for earlier objects of the batch (see ConversionMemo).
     Raises InvalidUpload for anything pydicom cannot read with force=False.
     """
     _check_deflate_bomb(fp, max_inflated_bytes)
@@ -49,12 +55,90 @@ def read_header(fp: BinaryIO, *, max_inflated_bytes: int) -> tuple[Dataset, list
             # object costs only its header in memory here.
             ds = pydicom.dcmread(fp, force=False, defer_size=BULK_THRESHOLD)
             ds.file_meta  # noqa: B018  (raises if the meta group is missing)
+            # Converting the small values here, not when first used, puts pydicom's warnings
+            # about them into the notes (and keeps them out of the log).
+            (memo or ConversionMemo()).convert(ds, caught)
         except InvalidDicomError:
             raise InvalidUpload("not a DICOM Part 10 file", code="not_dicom") from None
         except (EOFError, ValueError, TypeError, KeyError, OSError, NotImplementedError, OverflowError, zlib.error):
             raise InvalidUpload("the DICOM header is truncated or malformed", code="malformed") from None
-    notes = sorted({str(w.message)[:200] for w in caught})
+    # PRIVACY: pydicom quotes a value it finds invalid; notes name the problem, not the value.
+    notes = sorted({scrub(str(w.message))[:200] for w in caught})
     return ds, notes
+
+
+class ConversionMemo:
+    """Header values pydicom has converted, with their DICOM JSON, reused across objects.
+
+    Most of a series' header is byte-for-byte the same in every instance (patient, study,
+    equipment, pixel module), and converting those bytes again for each instance was most of
+    the per-object cost of ingest. A memo belongs to one ingest batch (one STOW request, one
+    import), so nothing read for one batch outlives it. Only values whose meaning depends on
+    nothing but their own bytes, VR, byte order and character set are shared: sequences,
+    private elements, ambiguous VRs (settled from other elements, PS3.5 A.1) and values whose
+    conversion warned (so each object still gets its own conformance notes) are converted
+    afresh every time. Shared elements are never modified: ingest only reads them.
+    """
+
+    LIMIT = 4096  # distinct values kept; a batch with more starts over (bounded memory)
+
+    def __init__(self) -> None:
+        self._elements: dict[tuple, DataElement] = {}
+        self._json: dict[int, dict] = {}  # id(element) -> its DICOM JSON; elements live in _elements
+
+    def convert(self, ds: Dataset, caught: list) -> None:
+        """Convert the small top-level raw values of `ds` in place, from the memo where possible.
+
+        `caught` is the list a surrounding `warnings.catch_warnings(record=True)` fills.
+        """
+        charset = ds.get_item(0x00080005, keep_deferred=True)
+        charset_key = getattr(charset, "value", None)
+        if isinstance(charset_key, list):
+            charset_key = tuple(charset_key)
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag, keep_deferred=True)
+            if not isinstance(raw, RawDataElement) or raw.value is None or _is_bulk(raw):
+                continue  # already converted (sequences), or bulk data, which is never read here
+            key = None
+            if self._shareable(raw):
+                key = (raw.tag, raw.VR, raw.is_implicit_VR, raw.is_little_endian, charset_key, raw.value)
+                shared = self._elements.get(key)
+                if shared is not None:
+                    ds[tag] = shared
+                    continue
+            warned = len(caught)
+            try:
+                converted = ds[tag]  # pydicom converts it (and keeps it in ds)
+            except Exception:  # noqa: BLE001, S112 - left raw, as a plain parse leaves it until used
+                continue
+            if key is not None and len(caught) == warned:
+                if len(self._elements) >= self.LIMIT:
+                    self._elements.clear()
+                    self._json.clear()
+                self._elements[key] = converted
+                self._json[id(converted)] = None  # its JSON, once first asked for
+
+    @staticmethod
+    def _shareable(raw: RawDataElement) -> bool:
+        if raw.tag.is_private:
+            return False
+        vr = raw.VR
+        if vr is None:
+            try:
+                vr = dictionary_VR(raw.tag)
+            except KeyError:
+                return False
+        return vr not in AMBIGUOUS_VR
+
+    def json_of(self, element: DataElement) -> dict:
+        """The DICOM JSON of a converted element, computed once for shared elements."""
+        key = id(element)
+        cached = self._json.get(key)
+        if cached is None:
+            cached = _element_json(element)
+            if key in self._json:  # a shared element: remember its JSON
+                self._json[key] = cached
+        return cached
 
 
 def _check_deflate_bomb(fp: BinaryIO, max_inflated_bytes: int) -> None:
@@ -163,29 +247,35 @@ def validate_instance(ds: Dataset, *, max_pixel_bytes: int) -> list[Problem]:
     return problems
 
 
-def metadata_json(ds: Dataset) -> dict:
+def metadata_json(ds: Dataset, memo: ConversionMemo | None = None) -> dict:
     """Return the header as DICOM JSON, with bulk data as `{"vr", "BulkDataURI": "bulk:<tag>"}`.
 
     The `bulk:` marker is made an absolute URL when served. Deferred values are never read.
+    An element pydicom cannot express as JSON is left out (the rest is still served).
     """
-    kept = Dataset()
-    bulk: dict[str, dict] = {}
+    result: dict[str, dict] = {}
     for tag in list(ds.keys()):
         # keep_deferred: reading a deferred value here would load pixel data (up to gigabytes) into memory.
         raw = ds.get_item(tag, keep_deferred=True)
-        vr = raw.VR if raw is not None else None
-        deferred = isinstance(raw, RawDataElement) and raw.value is None
-        length = raw.length if isinstance(raw, RawDataElement) else None
-        if int(tag) in PIXEL_DATA_TAGS or vr in BULK_VRS or deferred or (length or 0) > BULK_THRESHOLD:
-            bulk[f"{int(tag):08X}"] = {"vr": vr or "UN", "BulkDataURI": f"bulk:{int(tag):08X}"}
+        key = f"{int(tag):08X}"
+        if _is_bulk(raw) if isinstance(raw, RawDataElement) else (int(tag) in PIXEL_DATA_TAGS or raw.VR in BULK_VRS):
+            result[key] = {"vr": raw.VR or "UN", "BulkDataURI": f"bulk:{key}"}
             continue
-        kept.add(ds[tag])
-    try:
-        result = kept.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_nested_bulk)
-    except (TypeError, ValueError):
-        result = {}
-    result.update(bulk)
+        try:
+            element = ds[tag]
+            result[key] = memo.json_of(element) if memo is not None else _element_json(element)
+        except (TypeError, ValueError):
+            continue
     return dict(sorted(result.items()))
+
+
+def _is_bulk(raw: RawDataElement) -> bool:
+    """Whether a raw element is served as bulk data (BulkDataURI) rather than in the metadata."""
+    return int(raw.tag) in PIXEL_DATA_TAGS or raw.VR in BULK_VRS or raw.value is None or raw.length > BULK_THRESHOLD
+
+
+def _element_json(element: DataElement) -> dict:
+    return element.to_json_dict(bulk_data_element_handler=_nested_bulk, bulk_data_threshold=BULK_THRESHOLD)
 
 
 def _nested_bulk(element) -> str:

@@ -26,14 +26,12 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from archive.blobstore import BlobNotFound, BlobStoreError, VerifyResult
 from archive.errors import InvalidUpload
-from archive.headers import BULK_VRS, PIXEL_DATA_TAGS, Problem, metadata_json, read_header, validate_instance
+from archive.headers import PIXEL_DATA_TAGS, ConversionMemo, Problem, metadata_json, read_header, validate_instance
 from archive.models import DerivedCopy, Instance, Patient, Series, Study
 from archive.storage import active_data_key, blob_age_seconds, get_store, stale_partial_writes
 from audit.models import ActorType, Outcome
@@ -137,13 +135,14 @@ def _reject(exc: InvalidUpload, size: int = 0, uids: dict | None = None) -> Inge
                         size=size, **(uids or {}))
 
 
-def _describe(fp: BinaryIO, *, size: int, expected_study_uid: str | None) -> _Prepared | IngestResult:
+def _describe(fp: BinaryIO, *, size: int, expected_study_uid: str | None,
+              memo: ConversionMemo | None = None) -> _Prepared | IngestResult:
     """Parse and validate a Part 10 object; return its row fields, or a REJECTED result.
 
     Raises InvalidUpload for input pydicom cannot read (the caller turns it into a result).
     """
     ds, notes = read_header(fp, max_inflated_bytes=min(settings.LIGHTBOX_MAX_PIXEL_BYTES + 64 * 1024**2,
-                                                       MAX_INFLATED_BYTES))
+                                                       MAX_INFLATED_BYTES), memo=memo)
     _check_complete(ds, size)
     problems = validate_instance(ds, max_pixel_bytes=settings.LIGHTBOX_MAX_PIXEL_BYTES)
     sop_class = UID(str(ds.get("SOPClassUID", "")))
@@ -205,51 +204,11 @@ def _describe(fp: BinaryIO, *, size: int, expected_study_uid: str | None) -> _Pr
             "image_position_patient": _floats(ds, "ImagePositionPatient"),
             "image_orientation_patient": _floats(ds, "ImageOrientationPatient"),
             "slice_location": _float(ds, "SliceLocation"),
-            "metadata": metadata_json(_without_deferred_values(ds)),
+            "metadata": metadata_json(ds, memo),
         },
         modality=modality,
         notes=notes,
     )
-
-
-def _without_deferred_values(ds: Dataset) -> Dataset:
-    """A shallow copy of `ds` whose deferred bulk values read as empty (their lengths kept).
-
-    `metadata_json` looks elements up with `Dataset.get_item`, which reads a deferred value
-    (pixel data: up to gigabytes, through the decrypting reader) only to replace it with a
-    BulkDataURI. An empty value of the same VR and length is classified the same way without
-    reading anything. Deferred values of other VRs (long sequences, text) are still read, as
-    `metadata_json` includes them in full; everything else is shared, unconverted.
-    """
-    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
-    elements = {}
-    for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
-            vr = _concrete_vr(tag, raw.VR, syntax)
-            if int(tag) in PIXEL_DATA_TAGS or vr in BULK_VRS:
-                raw = raw._replace(value=b"", VR=vr)
-            else:
-                raw = ds.get_item(tag)  # read now, through `ds`, which holds the source
-        elements[tag] = raw
-    # Dataset(dict) adopts the elements as the reader made them (no conversion on insert).
-    return Dataset(elements)
-
-
-def _concrete_vr(tag, vr: str | None, syntax: UID) -> str:
-    """The VR of an element pydicom has not converted: its own, else the dictionary's, with
-    ambiguous pixel-data VRs settled as PS3.5 A.1/A.4 do (OB when encapsulated, else OW)."""
-    if not vr:
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            return "UN"
-    options = [option.strip() for option in vr.split(" or ")]
-    if len(options) == 1:
-        return options[0]
-    if "OB" in options and "OW" in options:
-        return "OB" if syntax.is_valid and syntax.is_encapsulated else "OW"
-    return "OW" if "OW" in options else options[0]
 
 
 def _check_complete(ds, size: int) -> None:
@@ -335,6 +294,7 @@ class IngestBatch:
         self.expected_study_uid = expected_study_uid
         self.batch_size = max(1, batch_size)
         self.data_key, self._dek = active_data_key(organization)
+        self._memo = ConversionMemo()
         self._entries: list[tuple[Hashable, _Prepared | IngestResult]] = []
         self._pending = 0
         self._oldest = 0.0
@@ -421,7 +381,8 @@ class IngestBatch:
 
     def _prepare_small(self, data: bytes, added: int) -> _Prepared | IngestResult:
         try:
-            described = _describe(io.BytesIO(data), size=len(data), expected_study_uid=self.expected_study_uid)
+            described = _describe(io.BytesIO(data), size=len(data), expected_study_uid=self.expected_study_uid,
+                                  memo=self._memo)
         except InvalidUpload as exc:
             return _reject(exc, size=len(data))
         if isinstance(described, IngestResult):
@@ -457,7 +418,8 @@ class IngestBatch:
             info = writer.commit()
         try:
             with get_store().open(info.blob_id) as reader:
-                described = _describe(reader, size=info.size, expected_study_uid=self.expected_study_uid)
+                described = _describe(reader, size=info.size, expected_study_uid=self.expected_study_uid,
+                                      memo=self._memo)
         except InvalidUpload as exc:
             described = _reject(exc, size=size)
         except BlobStoreError:

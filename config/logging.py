@@ -14,6 +14,9 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"/s/[A-Za-z0-9_\-]{16,}"), "/s/[redacted]"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+"), r"\1[redacted]"),
     (re.compile(r"(?i)(ticket=|token=)[^&\s\"']+"), r"\1[redacted]"),
+    # pydicom reports a header value it finds invalid verbatim ("Invalid value for VR DA:
+    # '19700101'"), through its logger and through warnings (which Django routes to logging).
+    (re.compile(r"(Invalid value for VR [A-Z]{2}: )[^\n]*"), r"\1[redacted]"),
 )
 
 

@@ -128,10 +128,16 @@ class LocalFileBackend(StorageBackend):
     def open_write(self, name: str, *, durable: bool = True) -> WriteHandle:
         """Write to a temporary file beside the final path; commit renames it into place."""
         final = self._path(name)
-        _mkdir_private(final.parent.parent)
-        _mkdir_private(final.parent)
         temp = final.parent / f".{name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, FILE_MODE)
+        except FileNotFoundError:
+            # First object in this shard: create its directories (a mkdir of an existing
+            # directory costs as much as the open, so it is not done every time).
+            _mkdir_private(final.parent.parent)
+            _mkdir_private(final.parent)
+            fd = os.open(temp, flags, FILE_MODE)
         return _LocalWriteHandle(fd, temp, final, durable)
 
     def sync(self, names: Iterable[str]) -> None:

@@ -48,3 +48,26 @@ def test_access_log_drops_query_string_and_share_token():
 )
 def test_scrub_removes_tokens(raw, leaked):
     assert leaked not in scrub(raw)
+
+
+def test_header_values_pydicom_finds_invalid_stay_out_of_the_log():
+    """pydicom logs and warns about an invalid header value with the value itself (PHI)."""
+    import warnings
+
+    from pydicom.dataset import Dataset
+
+    stream = io.StringIO()
+    logging.config.dictConfig(settings.LOGGING)
+    logging.captureWarnings(True)  # as Django's logging setup does
+    handler = logging.getLogger().handlers[0]
+    handler.setStream(stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            ds = Dataset()
+            ds.PatientBirthDate = "19701399"  # not a date: pydicom warns and logs, value included
+    finally:
+        logging.config.dictConfig(settings.LOGGING)
+    lines = [json.loads(line) for line in stream.getvalue().strip().splitlines()]
+    assert any("Invalid value for VR DA: [redacted]" in line["message"] for line in lines), lines
+    assert all("19701399" not in line["message"] for line in lines)
