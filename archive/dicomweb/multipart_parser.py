@@ -3,7 +3,8 @@
 STOW-RS (PS3.18 10.5) sends one DICOM object per part. Bodies can be gigabytes, so nothing here
 holds more than the chunk being scanned plus one delimiter's worth of look-behind: a part's
 content is handed out through `Part.read` as it arrives. Django-free: it pulls bytes from any
-`read() -> bytes` callable (b"" at the end of the body).
+`read_into(buffer) -> int` callable, which appends the next piece of the body to the parser's
+buffer (one copy, straight from the network's chunks) and returns its length (0 at the end).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ class MultipartReader:
     syntax errors, including a body that ends before the closing delimiter.
     """
 
-    def __init__(self, read: Callable[[], bytes], boundary: bytes) -> None:
-        self._source = read
+    def __init__(self, read_into: Callable[[bytearray], int], boundary: bytes) -> None:
+        self._read_into = read_into
         self._delimiter = b"\r\n--" + boundary
         # RFC 2046: the first delimiter may start the body without the CRLF that belongs to it,
         # so pretend one came first; a preamble before it is then skipped the same way.
@@ -139,8 +140,10 @@ class MultipartReader:
             # A delimiter may straddle the end of the buffer: keep its possible start back.
             safe = len(self._buf) - (len(delimiter) - 1)
             self._scanned = max(self._scanned, safe)
-            if safe > self._pos:
-                return self._take(min(size, safe - self._pos))
+            # Gather up to `size` bytes before copying them out, so a part arriving in many
+            # chunks is handed over in one piece (the buffer stays within size + one chunk).
+            if safe - self._pos >= size:
+                return self._take(size)
             if not self._fill():
                 raise MalformedMultipart("the body ended inside a part (no closing delimiter)")
 
@@ -224,14 +227,12 @@ class MultipartReader:
     def _fill(self) -> bool:
         if self._eof:
             return False
-        chunk = self._source()
-        if not chunk:
-            self._eof = True
-            return False
-        # Drop what was consumed before growing: the buffer holds about one chunk at a time.
+        # Drop what was consumed before growing, so the buffer holds only unread bytes.
         if self._pos:
             del self._buf[: self._pos]
             self._scanned = max(0, self._scanned - self._pos)
             self._pos = 0
-        self._buf += chunk
+        if not self._read_into(self._buf):
+            self._eof = True
+            return False
         return True
