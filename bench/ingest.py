@@ -10,7 +10,9 @@ bodies streamed (`StreamStowBodies`). Prints figures; asserts nothing.
    durability) versus encrypted blobs (AES-256-GCM + SHA-256 + fsync), in this process.
 2. STOW-RS: a `--slices` x 512 x 512 CT, uncompressed and JPEG-LS lossless, sent by
    `--clients` concurrent clients, `--per-request` instances per request.
-3. `manage.py import_dicom` of the same CT as a folder of files.
+3. `manage.py import_dicom` of the same CT as a folder of files, and, for scale, the ingest
+   pipeline alone (parse, validate, hash, encrypt, write, index) in one thread of one process:
+   the ceiling the web layer and the worker processes are measured against.
 4. One `--big-gb` multipart request streamed (chunked) to the server while its peak RSS is
    sampled: memory must stay flat however large the body.
 """
@@ -126,9 +128,27 @@ from accounts.models import Membership, Organization, Role, User
 from accounts.tokens import issue_api_token
 stow = Organization.objects.create(name="Bench STOW", slug="bench-stow")
 Organization.objects.create(name="Bench import", slug="bench-import")
+Organization.objects.create(name="Bench pipeline", slug="bench-pipeline")
 user = User.objects.create_user(email="bench@example.org", password="bench-" + "x" * 20, is_staff=True)
 Membership.objects.create(user=user, organization=stow, role=Role.STAFF)
 print(issue_api_token(user=user, write=True)[1])
+"""
+
+
+# The ingest pipeline without a web layer or worker processes: one thread, batches of 64.
+PIPELINE = """
+import io, pathlib, time
+from accounts.models import Organization
+from archive.services import IngestBatch
+objects = [path.read_bytes() for path in sorted(pathlib.Path(%r).iterdir())]
+started, cpu = time.perf_counter(), time.process_time()
+with IngestBatch(organization=Organization.objects.get(slug="bench-pipeline"), source="bench") as batch:
+    for data in objects:
+        batch.add(io.BytesIO(data))
+    batch.flush()
+wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+print(f"pipeline alone, one thread: {len(objects) / wall:.0f} instances/s, {cpu / len(objects) * 1e3:.2f} ms CPU "
+      f"per instance ({len(objects) / cpu:.0f} instances/s per core)")
 """
 
 
@@ -311,6 +331,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         print(f"  {output.splitlines()[0]}")
         print(f"  wall clock with process start: {len(raw) / elapsed:.0f} instances/s, {mb_raw / elapsed:.1f} MB/s")
+        print(f"  {manage(env, 'shell', code=PIPELINE % str(folder / 'ct')).strip().splitlines()[-1]}")
         print(json.dumps({"figures_ms": figures}, indent=None) if os.environ.get("BENCH_JSON") else "", end="")
     finally:
         shutil.rmtree(work, ignore_errors=True)
