@@ -1,8 +1,8 @@
 """An incremental pull parser for `multipart/related` request bodies (RFC 2046 5.1, RFC 2387).
 
 STOW-RS (PS3.18 10.5) sends one DICOM object per part. Bodies can be gigabytes, so nothing here
-holds more than the chunk being scanned plus one delimiter's worth of look-behind: a part's
-content is handed out through `Part.read` as it arrives. Django-free: it pulls bytes from any
+holds more than what one `Part.read(size)` asks for plus one chunk of the body: a part's content
+is handed out through `Part.read` as it arrives. Django-free: it pulls bytes from any
 `read_into(buffer) -> int` callable, which appends the next piece of the body to the parser's
 buffer (one copy, straight from the network's chunks) and returns its length (0 at the end).
 """
