@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -11,7 +12,7 @@ from config.client_ip import client_ip_of_request, client_ip_var
 from config.request_context import request_id_var
 
 
-class HybridMiddleware:
+class HybridMiddleware(ABC):
     """Base of middleware that runs in sync and async chains alike, without thread hops.
 
     Subclasses define ``handle(request)`` for a sync chain and ``__acall__(request)`` for an
@@ -31,11 +32,13 @@ class HybridMiddleware:
             return self.__acall__(request)
         return self.handle(request)
 
+    @abstractmethod
     def handle(self, request):
-        raise NotImplementedError
+        """The middleware in a sync chain: return the response."""
 
+    @abstractmethod
     async def __acall__(self, request):
-        raise NotImplementedError
+        """The middleware in an async chain: return the response."""
 
 
 class RequestIdMiddleware(HybridMiddleware):

@@ -411,3 +411,26 @@ def test_without_the_streaming_middleware_the_view_reads_the_request(transaction
                            HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200
     assert Instance.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_an_ingest_thread_keeps_a_working_connection_and_replaces_a_failed_one(monkeypatch):
+    """STOW threads keep their database connection between requests, unless it has failed."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    kept = connection.connection
+    stow._drop_broken_connection()
+    assert connection.connection is kept  # healthy: kept for the next request
+
+    connection.errors_occurred = True  # an error that left the connection working
+    stow._drop_broken_connection()
+    assert connection.connection is kept and not connection.errors_occurred
+
+    connection.errors_occurred = True
+    monkeypatch.setattr(connection, "is_usable", lambda: False)  # e.g. the server went away
+    closed = []
+    monkeypatch.setattr(connection, "close", lambda: closed.append(True))
+    stow._drop_broken_connection()
+    assert closed == [True]
+    connection.errors_occurred = False

@@ -94,6 +94,18 @@ class Session:
         return response
 
     def close(self):
+        # Pages go to about:blank first. Chromium 156 now and then acknowledged closing a page
+        # that had ended (signed out, access revoked) but never released it, so the context's
+        # close, which has no timeout, waited forever (seen under PostgreSQL); a navigation has one.
+        for page in self.context.pages:
+            for attempt in range(5):
+                try:
+                    page.goto("about:blank")
+                    break
+                except PlaywrightError as exc:  # the page's own redirect (to sign-in) came first
+                    if "interrupted by another navigation" not in str(exc) or attempt == 4:
+                        raise
+                    page.wait_for_load_state()
         self.context.close()
 
 
@@ -509,23 +521,6 @@ def _watch_for_the_end(page) -> list:
     return reports
 
 
-def _leave_ended_pages(session) -> None:
-    """Navigate pages that ended (signed out, revoked) to about:blank before the context closes.
-
-    Chromium 156 now and then acknowledged closing such a page but never released it, so the
-    context's close (which has no timeout) waited forever; a navigation does have a timeout.
-    """
-    for page in session.context.pages:
-        for attempt in range(5):
-            try:
-                page.goto("about:blank")
-                break
-            except PlaywrightError as exc:  # the page's own redirect to the sign-in page came first
-                if "interrupted by another navigation" not in str(exc) or attempt == 4:
-                    raise
-                page.wait_for_load_state()
-
-
 def test_revoked_access_blanks_the_canvas_and_shows_why(desktop, ct):
     page = desktop.page
     desktop.open(ct[0].StudyInstanceUID)
@@ -543,7 +538,6 @@ def test_revoked_access_blanks_the_canvas_and_shows_why(desktop, ct):
     assert reports[0]["lit"] == 0 and reports[0]["overlays"] == 0
     assert page.locator("#viewer-closed").is_visible()
     assert canvas_pixels(page).max() == 0
-    _leave_ended_pages(desktop)
 
 
 def test_sign_out_elsewhere_takes_the_study_off_the_screen(desktop, ct):
@@ -566,7 +560,6 @@ def test_sign_out_elsewhere_takes_the_study_off_the_screen(desktop, ct):
     # Either the viewer's own banner (socket `closing`) or the site's session script got there
     # first and emptied the page; in both cases no image is left on screen.
     assert reports[0]["lit"] in (0, -1) and reports[0]["overlays"] == 0, reports[0]
-    _leave_ended_pages(desktop)
 
 
 def test_context_menu_and_drag_are_disabled_on_the_canvas(desktop, ct):
