@@ -133,3 +133,98 @@ def test_symlink_in_place_of_a_blob_is_not_followed(backend, tmp_path):
     with pytest.raises(OSError):
         backend.open_read(name)
     assert list(backend.iter_names()) == []
+
+
+def _record_fsyncs(monkeypatch):
+    """Patch os.fsync in the backend to record (path, thread) for each call, then really sync."""
+    from archive.blobstore import backends
+
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        import threading
+
+        calls.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
+        real_fsync(fd)
+
+    monkeypatch.setattr(backends.os, "fsync", fsync)
+    return calls
+
+
+def _write(backend, name, durable):
+    with backend.open_write(name, durable=durable) as handle:
+        handle.write(b"ciphertext " + name.encode())
+
+
+def test_sync_flushes_every_file_then_each_directory_once(backend, monkeypatch):
+    names = [_name() for _ in range(6)]
+    names.append(names[0][:4] + _name()[4:])  # a second blob in the first one's directory
+    for name in names:
+        _write(backend, name, durable=False)
+    calls = _record_fsyncs(monkeypatch)
+
+    backend.sync(names)
+
+    files = {str(backend.root / n[:2] / n[2:4] / n) for n in names}
+    directories = {str(backend.root / n[:2] / n[2:4]) for n in names}
+    synced = [path for path, _ in calls]
+    assert sorted(synced) == sorted(files | directories)  # each directory once, not per file
+    # A directory entry is flushed only after the files it names.
+    assert set(synced[: len(files)]) == files
+    # The calls of a step were issued together (from the pool), not one after another.
+    assert len({thread for _, thread in calls}) > 1
+    assert all(thread.startswith("blob-fsync") for _, thread in calls)
+
+
+def test_sync_of_one_blob_needs_no_pool(backend, monkeypatch):
+    name = _name()
+    _write(backend, name, durable=False)
+    calls = _record_fsyncs(monkeypatch)
+    backend.sync([name])
+    assert [path for path, _ in calls] == [str(backend.root / name[:2] / name[2:4] / name),
+                                           str(backend.root / name[:2] / name[2:4])]
+    backend.sync([])
+    assert len(calls) == 2
+
+
+def test_sync_of_a_missing_blob_raises_after_flushing_the_others(backend, monkeypatch):
+    present = [_name() for _ in range(3)]
+    for name in present:
+        _write(backend, name, durable=False)
+    calls = _record_fsyncs(monkeypatch)
+    with pytest.raises(FileNotFoundError):
+        backend.sync([present[0], _name(), *present[1:]])
+    synced = {path for path, _ in calls}
+    assert {str(backend.root / n[:2] / n[2:4] / n) for n in present} <= synced
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_forked_child_can_sync_after_the_parent_used_the_pool(backend):
+    # import_dicom forks its workers; the parent's pool threads do not exist in a child.
+    import multiprocessing
+
+    names = [_name() for _ in range(3)]
+    for name in names:
+        _write(backend, name, durable=False)
+    backend.sync(names)  # the parent's pool now has idle threads
+
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+    child_names = [_name() for _ in range(3)]
+    child = context.Process(target=_sync_many_in_child, args=(backend, child_names, result))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in sync")
+    assert child.exitcode == 0
+    assert result.get(timeout=5) == "synced"
+    assert all(backend.exists(name) for name in child_names)
+
+
+def _sync_many_in_child(backend, names, result):
+    for name in names:
+        _write(backend, name, durable=False)
+    backend.sync(names)
+    result.put("synced")
