@@ -125,3 +125,8 @@ class CountingReader(io.BytesIO):
         data = super().read(size)
         self.bytes_read += len(data)
         return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        count = super().readinto(buffer)
+        self.bytes_read += count
+        return count

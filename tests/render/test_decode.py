@@ -194,6 +194,78 @@ def test_bits_stored_masking_and_sign_extension_of_native_data():
     np.testing.assert_array_equal(frame.values, values)
 
 
+def _pydicom_frames(blob: bytes) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(blob)).pixel_array
+
+
+class _TrickleReader(io.BytesIO):
+    """Hands out at most 1,000 bytes per read, as a socket or a decrypting reader may."""
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        return super().readinto(memoryview(buffer)[:1000])
+
+    def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        return super().read(1000 if size is None or size < 0 else min(size, 1000))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits_stored", "photometric"),
+    [
+        ("u2", 12, "MONOCHROME2"),
+        ("i2", 12, "MONOCHROME1"),
+        ("u2", 16, "MONOCHROME2"),
+        ("i2", 14, "MONOCHROME2"),
+        ("u1", 6, "MONOCHROME2"),
+        ("i1", 7, "MONOCHROME2"),
+        ("u4", 24, "MONOCHROME2"),
+        ("i4", 32, "MONOCHROME2"),
+    ],
+)
+def test_native_frames_read_directly_equal_pydicom_with_garbage_above_bits_stored(dtype, bits_stored, photometric):
+    # Every bit pattern in the top bits, so masking and sign extension are both exercised.
+    rng = np.random.default_rng(bits_stored)
+    stored = rng.integers(0, np.iinfo(np.dtype(dtype.replace("i", "u"))).max, (3, 17, 23), dtype=dtype.replace("i", "u"))
+    ds = make_dataset(stored.view(dtype), bits_stored=bits_stored, photometric=photometric)
+    blob = to_bytes(ds)
+    expected = _pydicom_frames(blob)
+    for source in (PixelSource(blob), PixelSource(_TrickleReader(blob))):
+        assert source._reads_directly()  # noqa: SLF001 - this test is about that path
+        for index in range(3):
+            frame = source.decode(index)
+            assert frame.values.dtype == expected.dtype and frame.values.flags.c_contiguous
+            np.testing.assert_array_equal(frame.values, expected[index])
+
+
+@pytest.mark.parametrize("planar", [0, 1])
+def test_native_rgb_read_directly_equals_pydicom_in_both_planar_configurations(planar):
+    rng = np.random.default_rng(planar)
+    pixels = rng.integers(0, 256, (2, 9, 13, 3), dtype=np.uint8)
+    ds = make_dataset(pixels, photometric="RGB")
+    if planar:
+        ds.PlanarConfiguration = 1
+        ds.PixelData = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).tobytes()
+    blob = to_bytes(ds)
+    expected = _pydicom_frames(blob)
+    np.testing.assert_array_equal(expected, pixels)  # the dataset says what we meant
+    source = PixelSource(blob)
+    for index in range(2):
+        frame = source.decode(index)
+        assert frame.is_color and frame.values.flags.c_contiguous
+        np.testing.assert_array_equal(frame.values, expected[index])
+
+
+def test_native_frame_cut_short_by_the_reader_is_corrupt_not_partial():
+    ds = make_dataset(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    blob = to_bytes(ds)
+    reader = io.BytesIO(blob)
+    source = PixelSource(reader)
+    reader.truncate(len(blob) - 100)  # the object shrinks after its header was checked
+    with pytest.raises(CorruptPixelData, match="truncated"):
+        source.decode(0)
+
+
 # -- bad input --------------------------------------------------------------------------
 
 

@@ -79,6 +79,24 @@ def _not_group_2(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag.group != 2
 
 
+# Native frames whose stored bytes are already the array numpy needs: read them straight into
+# it. pydicom's native path reads in pieces, copies, then shifts: 37 ms for a 4096x5120
+# 16-bit frame, against ~12 ms for one read and one in-place pass.
+_DIRECT_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"})
+
+
+def _read_exact_into(fp: BinaryIO, offset: int, view: memoryview) -> None:
+    fp.seek(offset)
+    filled = 0
+    while filled < len(view):
+        got = fp.readinto(view[filled:])
+        if not got:
+            raise CorruptPixelData(
+                f"(7FE0,0010) Pixel Data: expected {len(view)} bytes at offset {offset}, got {filled} (truncated)"
+            )
+        filled += got
+
+
 def _read_exact(fp: BinaryIO, offset: int, length: int) -> bytes:
     fp.seek(offset)
     data = fp.read(length)
@@ -475,6 +493,9 @@ class PixelSource:
             returned.
         """
         self._check_index(index)
+        if self._frames is None and self._reads_directly():
+            arr = self._read_native_frame(index)
+            return DecodedFrame(arr, arr.ndim == 3, self.info.photometric_interpretation)
         if self._frames is None:
             with self._lock:
                 self._fp.seek(self._pixel["offset"])
@@ -501,6 +522,41 @@ class PixelSource:
         arr = np.ascontiguousarray(arr)
         photometric = str(props.get("photometric_interpretation", info.photometric_interpretation))
         return DecodedFrame(arr, arr.ndim == 3, photometric)
+
+    def _reads_directly(self) -> bool:
+        """Whether a native frame is its array's bytes: little endian, whole-byte integer
+        samples, no colour conversion. Anything else goes through pydicom."""
+        info = self.info
+        return (
+            self._pixel["keyword"] == "PixelData"
+            and self._pixel["endian"] == "<"
+            and info.bits_allocated in (8, 16, 32)
+            and 0 < info.bits_stored <= info.bits_allocated
+            and info.photometric_interpretation in _DIRECT_PHOTOMETRICS
+            and info.samples_per_pixel in (1, 3)
+        )
+
+    def _read_native_frame(self, index: int) -> np.ndarray:
+        """Stored values of one native frame, as pydicom would give them, with one read."""
+        info = self.info
+        dtype = np.dtype(f"<{'i' if info.pixel_representation else 'u'}{info.bits_allocated // 8}")
+        offset, length = self._native_span(index)
+        arr = np.empty(length // dtype.itemsize, dtype)
+        with self._lock:
+            _read_exact_into(self._fp, offset, memoryview(arr).cast("B"))
+        shift = info.bits_allocated - info.bits_stored
+        if shift:
+            # PS3.5 8.1.1: bits above Bits Stored are not part of the value; shifting them out
+            # and back (arithmetic for signed types) masks or sign-extends, as pydicom does.
+            np.left_shift(arr, shift, out=arr)
+            np.right_shift(arr, shift, out=arr)
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if info.samples_per_pixel == 1:
+            return arr.reshape(info.rows, info.columns)
+        if info.planar_configuration == 1:  # R plane, G plane, B plane (PS3.3 C.7.6.3.1.3)
+            return np.ascontiguousarray(arr.reshape(3, info.rows, info.columns).transpose(1, 2, 0))
+        return arr.reshape(info.rows, info.columns, 3)
 
     def _run(self, call: Callable[[], Any]) -> tuple[np.ndarray, dict[str, Any]]:
         try:
