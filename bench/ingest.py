@@ -9,7 +9,8 @@ bodies streamed (`StreamStowBodies`). Prints figures; asserts nothing.
 1. The encrypt + hash cost: the same objects written as plaintext files (fsynced, the same
    durability) versus encrypted blobs (AES-256-GCM + SHA-256 + fsync), in this process.
 2. STOW-RS: a `--slices` x 512 x 512 CT, uncompressed and JPEG-LS lossless, sent by
-   `--clients` concurrent clients, `--per-request` instances per request.
+   `--clients` concurrent clients, `--per-request` instances per request, with the CPU time
+   per instance of the server processes and of this (client) process, which share the cores.
 3. `manage.py import_dicom` of the same CT as a folder of files, and, for scale, the ingest
    pipeline alone (parse, validate, hash, encrypt, write, index) in one thread of one process:
    the ceiling the web layer and the worker processes are measured against.
@@ -190,6 +191,16 @@ def encryption_cost(objects: list[bytes], workdir: Path, rounds: int = 3) -> dic
     return best
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes have used so far, from /proc (Linux)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def stow_throughput(url: str, token: str, objects: list[bytes], clients: int, per_request: int) -> tuple[float, float]:
     bodies = [multipart(objects[i : i + per_request]) for i in range(0, len(objects), per_request)]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": CONTENT_TYPE}
@@ -306,8 +317,13 @@ def main() -> None:
             print(f"\n2. STOW-RS, {args.clients} clients, {args.per_request} instances per request "
                   f"(uvicorn, {args.workers} worker{'s' if args.workers > 1 else ''}):")
             for label, objects in (("uncompressed", raw), ("JPEG-LS", jls)):
+                server_cpu, client_cpu = cpu_seconds(server.pids()), time.process_time()
                 rate, mbps = stow_throughput(server.url, token, objects, args.clients, args.per_request)
-                print(f"  {label:<13} {rate:7.0f} instances/s  {mbps:7.1f} MB/s")
+                server_cpu = (cpu_seconds(server.pids()) - server_cpu) / len(objects) * 1e3
+                client_cpu = (time.process_time() - client_cpu) / len(objects) * 1e3
+                # Both share the machine's cores: their sum per instance bounds the rate.
+                print(f"  {label:<13} {rate:7.0f} instances/s  {mbps:7.1f} MB/s   CPU per instance: "
+                      f"server {server_cpu:.2f} ms, load client {client_cpu:.2f} ms")
 
             if args.big_gb > 0:
                 print(f"\n4. One streamed {args.big_gb:g} GB multipart request (chunked), server RSS sampled:",
