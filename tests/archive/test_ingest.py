@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import os
 import zlib
 
 import pytest
@@ -12,9 +13,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless, generate_uid
 
 from archive import services, synthetic
+from archive.blobstore.backends import NAME_RE
 from archive.models import DataKey, Instance, Patient, Series, Study
 from archive.services import IngestBatch, Status, ingest, ingest_many, sweep_orphans
-from archive.storage import get_store
+from archive.storage import active_data_key, get_store
 
 pytestmark = pytest.mark.django_db
 
@@ -255,6 +257,35 @@ def test_a_crash_between_blob_write_and_commit_leaves_only_an_orphan_that_the_sw
     assert blob_count() == 0
     # And the object can be stored afterwards as if nothing happened.
     assert ingest(stream=io.BytesIO(data), organization=org, source="test").status == Status.STORED
+
+
+def test_a_batch_whose_flush_to_disk_fails_keeps_no_rows_and_no_blobs(org, monkeypatch):
+    """A disk error while a batch's blobs are made durable (the fsyncs run together)."""
+    import errno
+
+    objects = [as_bytes(ds) for ds in ct(slices=3)]
+    active_data_key(org)  # the key files are written (and fsynced) before the failure starts
+    real_fsync = os.fsync
+    blob_files = []
+
+    def failing_fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if NAME_RE.fullmatch(os.path.basename(path)):  # a committed blob, not a key file or a directory
+            blob_files.append(path)
+            if len(blob_files) == 2:
+                raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
+    monkeypatch.undo()
+    assert len(blob_files) == 3  # every file of the batch was still flushed before the error surfaced
+    assert Instance.objects.count() == 0 and Study.objects.count() == 0
+    assert blob_count() == 0  # the batch's blobs are deleted, not left as orphans
+    # Once the disk works again the same objects store normally.
+    settled = list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
+    assert [r.status for _, r in settled] == [Status.STORED] * 3
 
 
 def test_the_sweep_keeps_referenced_blobs(org):
