@@ -484,6 +484,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         await self._send_frame(request, image, result)
+        self._prefetch(image, request.frame, params)
 
     async def _render(self, request: Frame, image: _Image, params: RenderParams) -> _Encoded | None:
         """Render through the pool (newest wins per viewport); None after an error frame or a drop."""
@@ -531,7 +532,6 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
         await self.send(bytes_data=struct.pack(">I", len(encoded)) + encoded + result.data)
         self.counts["final" if final else "interactive"] += 1
-        self._prefetch(image, request.frame)
 
     async def _shown_window(self, image: _Image, window) -> tuple[float, float] | None:
         if window is not None:
@@ -556,8 +556,9 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             source_w, source_h = source_h, source_w
         return round(result.width / source_w, 4) if source_w else None
 
-    def _prefetch(self, image: _Image, frame: int) -> None:
-        """Decode the neighbours (±2 slices of the stack, or frames of a multi-frame) into worker caches."""
+    def _prefetch(self, image: _Image, frame: int, view: RenderParams) -> None:
+        """Decode the neighbours (±2 slices of the stack, or frames of a multi-frame) into worker
+        caches, as the current view needs them (a fit view of JPEG 2000 decodes only its level)."""
         targets: list[tuple[_Image, int]] = []
         if image.frames > 1:
             for delta in range(-PREFETCH_NEIGHBOURS, PREFETCH_NEIGHBOURS + 1):
@@ -580,7 +581,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             if len(self.prefetched) > _PREFETCH_MEMORY:
                 self.prefetched.popitem(last=False)
             try:
-                pool.submit(PrefetchJob(source=target.source, frames=(target_frame,)))
+                pool.submit(PrefetchJob(source=target.source, frames=(target_frame,), view=view))
             except PoolError:
                 return
 

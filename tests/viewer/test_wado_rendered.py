@@ -246,3 +246,29 @@ def test_access_granted_right_after_a_refusal_works_at_once(live_server_url, org
     assert _rendered_status(live_server_url, token, ds) == 404
     Membership.objects.create(user=outsider, organization=org, role=Role.CLINICIAN)
     assert _rendered_status(live_server_url, token, ds) == 200
+
+
+def test_a_jpeg2000_mammogram_fit_to_a_small_viewport_looks_like_its_uncompressed_twin(live_server_url, org, owner):
+    # The JPEG 2000 view decodes only the wavelet level it needs (docs/render-pipeline.md);
+    # the client sees the same picture as from the uncompressed original, to within a grey level.
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    original = synthetic.mammo_image(rows=1280, columns=1024)
+    twin = synthetic.compress(original, transfer_syntax=JPEG2000Lossless)
+    twin.SOPInstanceUID = twin.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for ds in (original, twin):
+        assert ingest(stream=io.BytesIO(synthetic.to_bytes(ds)), organization=org, source="test").ok
+    _, token = _client(live_server_url, owner)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "image/png"}
+    pictures = []
+    for ds in (original, twin):
+        url = (f"{live_server_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+               f"/instances/{ds.SOPInstanceUID}/rendered")
+        response = requests.get(url, params={"viewport": "256,256"}, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text
+        pictures.append(np.asarray(_image(response.content)).astype(np.int16))
+    assert pictures[0].shape == pictures[1].shape == (256, 205)
+    assert pictures[0].std() > 20  # a breast on a background, not a flat field
+    assert np.abs(pictures[0] - pictures[1]).mean() < 1.0
+    # ...but not bit-identical: a whole-image decode would have been, so the level was used
+    assert not np.array_equal(pictures[0], pictures[1])

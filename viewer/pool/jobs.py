@@ -80,10 +80,16 @@ class InfoJob:
 
 @dataclass(frozen=True)
 class PrefetchJob:
-    """Decode ``frames`` into the worker's cache; the result is the number newly decoded."""
+    """Decode ``frames`` into the worker's cache; the result is the number newly decoded.
+
+    ``view``, when given, is the view the frames are about to be shown in (its frame is
+    ignored): frames are decoded as that view needs them, e.g. only the wavelet levels a fit
+    view of a JPEG 2000 image uses (``JobRunner.view_frame``).
+    """
 
     source: Source
     frames: tuple[int, ...] = (0,)
+    view: RenderParams | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frames", tuple(self.frames))

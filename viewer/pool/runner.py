@@ -7,6 +7,7 @@ module wraps it with resource limits and the IPC loop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -15,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from viewer.render.decode import DEFAULT_MAX_PIXELS, DecodedFrame, PixelSource
+from viewer.render.decode import DEFAULT_MAX_PIXELS, DecodedFrame, PixelSource, decodes_reduced
 from viewer.render.encode import MEDIA_TYPES, encode
-from viewer.render.errors import RenderError
+from viewer.render.errors import InvalidRenderParams, RenderError
 from viewer.render.lut import resolve_window
 from viewer.render.params import ImageInfo, RenderParams
-from viewer.render.pipeline import measure_region, render_array
+from viewer.render.pipeline import measure_region, reduction_step, render_array
 from viewer.render.tiles import Pyramid, build_pyramid
 from viewer.render.transcode import fast_lossless_copy
 
@@ -48,6 +49,8 @@ Opener = Callable[[Any], Any]
 _MIN_SOURCE_BYTES = 1 << 20
 _INFO_BYTES = 4096
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+# Cached in place of a reduced frame when a codestream turned out to decode only in full
+_DECODES_IN_FULL = "decodes in full"
 
 
 def _ms(start: float) -> float:
@@ -141,7 +144,9 @@ class JobRunner:
                 self.cache.put(("source", source.key), pixels, _source_nbytes(opened, pixels.info))
         return pixels
 
-    def frame(self, source: Source, index: int, timings: dict[str, float]) -> tuple[DecodedFrame, ImageInfo, bool]:
+    def frame(
+        self, source: Source, index: int, timings: dict[str, float], pixels: PixelSource | None = None
+    ) -> tuple[DecodedFrame, ImageInfo, bool]:
         """Return (decoded frame, image info, whether it came from the cache).
 
         Raises
@@ -151,7 +156,7 @@ class JobRunner:
         hit = self.cache.get(("frame", source.key, index))
         if hit is not None:
             return hit[0], hit[1], True
-        pixels = self.open(source, timings)
+        pixels = pixels or self.open(source, timings)
         start = time.perf_counter()
         decoded = pixels.decode(index)
         # Cached arrays are shared by every later render: make accidental writes fail loudly
@@ -160,6 +165,46 @@ class JobRunner:
         with self._critical():
             self.cache.put(("frame", source.key, index), (decoded, pixels.info), decoded.values.nbytes)
         return decoded, pixels.info, False
+
+    def view_frame(
+        self, source: Source, params: RenderParams, timings: dict[str, float]
+    ) -> tuple[DecodedFrame, ImageInfo, int, bool]:
+        """Return (frame, image info, its step, whether cached) for rendering one view.
+
+        A view shrunk 2x or more of a source that decodes reduced (JPEG 2000) always renders
+        from the reduced decode, even when the full frame is cached, so a view's pixels do not
+        depend on what happens to be in the cache. Everything else renders the full frame.
+
+        Raises
+        ------
+        RenderError
+        """
+        info = self.cache.get(("info", source.key))
+        pixels = None
+        if info is None:
+            pixels = self.open(source, timings)
+            info = pixels.info
+        want = reduction_step(info, params) if decodes_reduced(info) else 1
+        key = ("reduced", source.key, params.frame, want)
+        hit = self.cache.get(key) if want > 1 else _DECODES_IN_FULL
+        if hit is _DECODES_IN_FULL:
+            frame, info, cached = self.frame(source, params.frame, timings, pixels)
+            return frame, info, 1, cached
+        if hit is not None:
+            return hit[0], hit[1], hit[2], True
+        pixels = pixels or self.open(source, timings)
+        start = time.perf_counter()
+        decoded, step = pixels.decode_reduced(params.frame, want)
+        decoded.values.setflags(write=False)
+        timings["decode"] = _ms(start)
+        with self._critical():
+            if step > 1:
+                self.cache.put(key, (decoded, pixels.info, step), decoded.values.nbytes)
+            else:
+                # The codestream decodes only in full (e.g. wrapped in JP2): remember that
+                self.cache.put(key, _DECODES_IN_FULL, 64)
+                self.cache.put(("frame", source.key, params.frame), (decoded, pixels.info), decoded.values.nbytes)
+        return decoded, pixels.info, step, False
 
     def info(self, source: Source, timings: dict[str, float]) -> ImageInfo:
         """Return the ``ImageInfo`` of `source` (cached header, else open it)."""
@@ -207,12 +252,12 @@ class JobRunner:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         params = job.params
-        frame, info, cached = self.frame(job.source, params.frame, timings)
-        step = time.perf_counter()
+        frame, info, step, cached = self.view_frame(job.source, params, timings)
+        began = time.perf_counter()
         # Same steps as viewer.render.render_frame, split to learn the output size
-        img = render_array(frame.values, info, params)
+        img = render_array(frame.values, info, params, step=step)
         data = encode(img, params.format, params.quality)
-        timings["render"] = _ms(step)
+        timings["render"] = _ms(began)
         timings["total"] = _ms(start)
         return RenderResult(data, MEDIA_TYPES[params.format], img.shape[1], img.shape[0], cached, timings)
 
@@ -247,6 +292,12 @@ class JobRunner:
     def _prefetch(self, job: PrefetchJob) -> int:
         decoded = 0
         for index in job.frames:
+            if job.view is not None:
+                try:
+                    decoded += not self.view_frame(job.source, dataclasses.replace(job.view, frame=index), {})[3]
+                    continue
+                except InvalidRenderParams:
+                    pass  # the view does not fit this neighbour (another size): decode it plainly
             if ("frame", job.source.key, index) not in self.cache:
                 self.frame(job.source, index, {})
                 decoded += 1

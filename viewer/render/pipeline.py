@@ -9,17 +9,19 @@ import numpy as np
 from .decode import DEFAULT_MAX_PIXELS, PixelSource
 from .encode import encode
 from .errors import InvalidRenderParams
+from .j2k import LOWPASS_REACH
 from .lut import modality_lut, resolve_window, to_display
 from .overlay import apply_redactions, apply_watermark
 from .params import Ellipse, ImageInfo, Rect, RenderParams
-from .viewport import crop_region, orient, output_size, resize, source_region
+from .viewport import crop_region, orient, output_size, reduce_rect, resize, source_region
 
-__all__ = ["measure_region", "render_array", "render_frame", "render_instance"]
+__all__ = ["measure_region", "reduction_step", "render_array", "render_frame", "render_instance"]
 
 
-def _check_frame(frame_values: np.ndarray, info: ImageInfo) -> None:
-    if frame_values.shape[:2] != (info.rows, info.columns):
-        raise InvalidRenderParams(f"frame: expected {info.rows} x {info.columns} values, got {frame_values.shape}")
+def _check_frame(frame_values: np.ndarray, info: ImageInfo, step: int = 1) -> None:
+    expected = (-(-info.rows // step), -(-info.columns // step))
+    if frame_values.shape[:2] != expected:
+        raise InvalidRenderParams(f"frame: expected {expected[0]} x {expected[1]} values, got {frame_values.shape}")
 
 
 def _pixel_aspect(info: ImageInfo) -> float:
@@ -31,7 +33,66 @@ def _pixel_aspect(info: ImageInfo) -> float:
     return 1.0 if abs(aspect - 1.0) < 1e-3 else aspect
 
 
-def render_array(frame_values: np.ndarray, info: ImageInfo, params: RenderParams) -> np.ndarray:
+def _output_size(info: ImageInfo, params: RenderParams, region: tuple[int, int, int, int]) -> tuple[int, int]:
+    return output_size(
+        region[2],
+        region[3],
+        params.width,
+        params.height,
+        rotation=params.rotation,
+        pixel_aspect=_pixel_aspect(info),
+    )
+
+
+def _reduced_box(
+    region: tuple[int, int, int, int], stored_region: tuple[int, int, int, int], step: int
+) -> tuple[float, float, float, float]:
+    """Where the source `region` lies in a crop (`stored_region`) of a reduced frame.
+
+    In Pillow's coordinates, where crop pixel j spans [j, j + 1). Reduced sample n is centred
+    on source pixel step * n (``j2k``), so source coordinate u is sample (u - 0.5) / step;
+    the edges are clamped to the crop, losing at most half a sample at the far edges.
+    """
+    sx, sy, sw, sh = region
+    x0, y0, crop_w, crop_h = stored_region
+
+    def _place(u: int, origin: int, size: int) -> float:
+        return min(max((u - 0.5) / step - origin + 0.5, 0.0), float(size))
+
+    return _place(sx, x0, crop_w), _place(sy, y0, crop_h), _place(sx + sw, x0, crop_w), _place(sy + sh, y0, crop_h)
+
+
+def reduction_step(info: ImageInfo, params: RenderParams) -> int:
+    """Return how many source pixels (a power of two) per output pixel a view can start from.
+
+    A view shrunk 2x or more (a large image fit to a viewport) can be rendered from the image
+    reduced by that power of two, which some codestreams decode directly
+    (``PixelSource.decode_reduced``); the final resize then shrinks less than 2x.
+
+    Parameters
+    ----------
+    info : ImageInfo
+    params : RenderParams
+
+    Returns
+    -------
+    int
+        1 (full size), 2, 4, ...
+
+    Raises
+    ------
+    InvalidRenderParams
+        A region outside the image.
+    """
+    region = source_region(info, params)
+    out_w, out_h = _output_size(info, params, region)
+    if params.rotation in (90, 270):
+        out_w, out_h = out_h, out_w
+    ratio = min(region[2] / out_w, region[3] / out_h)
+    return 1 << (int(ratio).bit_length() - 1) if ratio >= 2 else 1
+
+
+def render_array(frame_values: np.ndarray, info: ImageInfo, params: RenderParams, *, step: int = 1) -> np.ndarray:
     """Render one frame to display pixels, everything but the encoding.
 
     Order: crop the region (a view) -> Modality LUT + VOI + photometric (``to_display``) ->
@@ -42,9 +103,14 @@ def render_array(frame_values: np.ndarray, info: ImageInfo, params: RenderParams
     Parameters
     ----------
     frame_values : numpy.ndarray
-        Stored values of one frame, (rows, columns) or (rows, columns, 3).
+        Stored values of one frame, (rows, columns) or (rows, columns, 3), or of the frame
+        reduced `step` times (``PixelSource.decode_reduced``).
     info : ImageInfo
     params : RenderParams
+        Region and redactions in source pixels whatever the step; a reduced frame's crop and
+        redactions round outward (``reduce_rect``).
+    step : int
+        Source pixels per value of `frame_values` (at most ``reduction_step(info, params)``).
 
     Returns
     -------
@@ -56,35 +122,37 @@ def render_array(frame_values: np.ndarray, info: ImageInfo, params: RenderParams
     InvalidRenderParams
         Region outside the image or a frame of the wrong shape.
     """
-    _check_frame(frame_values, info)
+    _check_frame(frame_values, info, step)
     region = source_region(info, params)
+    stored_region = reduce_rect(region, step)
     window = None
     if frame_values.ndim == 2 and info.photometric_interpretation != "PALETTE COLOR":
         window = resolve_window(info, params, frame_values)
-    img = to_display(crop_region(frame_values, region), info, window, invert=params.invert)
+    img = to_display(crop_region(frame_values, stored_region), info, window, invert=params.invert)
     if params.redactions:
         if np.shares_memory(img, frame_values):
             img = img.copy()
-        apply_redactions(img, params.redactions, offset=(region[0], region[1]))
-    out_w, out_h = output_size(
-        region[2],
-        region[3],
-        params.width,
-        params.height,
-        rotation=params.rotation,
-        pixel_aspect=_pixel_aspect(info),
-    )
+        # PRIVACY: a reduced sample mixes source pixels around it; blank every sample that
+        # could carry any redacted pixel, not just those whose block lies inside the rectangle
+        margin = LOWPASS_REACH * (step - 1)
+        rects = [
+            reduce_rect((x - margin, y - margin, w + 2 * margin, h + 2 * margin), step)
+            for x, y, w, h in params.redactions
+        ]
+        apply_redactions(img, rects, offset=(stored_region[0], stored_region[1]))
+    out_w, out_h = _output_size(info, params, region)
+    box = _reduced_box(region, stored_region, step) if step > 1 else None
     if params.rotation in (90, 270):
-        img = resize(img, out_h, out_w)
+        img = resize(img, out_h, out_w, box=box)
     else:
-        img = resize(img, out_w, out_h)
+        img = resize(img, out_w, out_h, box=box)
     img = orient(img, params.rotation, params.flip_h, params.flip_v)
     if params.watermark:
         img = apply_watermark(img, params.watermark)
     return img
 
 
-def render_frame(frame_values: np.ndarray, info: ImageInfo, params: RenderParams) -> bytes:
+def render_frame(frame_values: np.ndarray, info: ImageInfo, params: RenderParams, *, step: int = 1) -> bytes:
     """Render one decoded frame to encoded image bytes (deterministic).
 
     Parameters
@@ -93,6 +161,8 @@ def render_frame(frame_values: np.ndarray, info: ImageInfo, params: RenderParams
         Stored values of one frame (from ``decode``; cache these, not the encoded output).
     info : ImageInfo
     params : RenderParams
+    step : int
+        As ``render_array``.
 
     Returns
     -------
@@ -103,7 +173,7 @@ def render_frame(frame_values: np.ndarray, info: ImageInfo, params: RenderParams
     ------
     InvalidRenderParams
     """
-    return encode(render_array(frame_values, info, params), params.format, params.quality)
+    return encode(render_array(frame_values, info, params, step=step), params.format, params.quality)
 
 
 def render_instance(
@@ -114,6 +184,9 @@ def render_instance(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
     """Decode frame ``params.frame`` of an instance and render it (parse + decode + render).
+
+    A view shrunk 2x or more decodes only the reduced image it needs where the codestream
+    allows (JPEG 2000, see ``reduction_step``).
 
     Parameters
     ----------
@@ -135,8 +208,9 @@ def render_instance(
     """
     if not isinstance(source, PixelSource):
         source = PixelSource(source, max_pixels=max_pixels)
-    frame = source.decode(params.frame)
-    return render_frame(frame.values, info or source.info, params)
+    info = info or source.info
+    frame, step = source.decode_reduced(params.frame, reduction_step(info, params))
+    return render_frame(frame.values, info, params, step=step)
 
 
 def _units(info: ImageInfo) -> str:

@@ -9,7 +9,7 @@ from .bands import run_in_bands
 from .errors import InvalidRenderParams
 from .params import ImageInfo, RenderParams
 
-__all__ = ["crop_region", "orient", "output_size", "resize", "source_region"]
+__all__ = ["crop_region", "orient", "output_size", "reduce_rect", "resize", "source_region"]
 
 
 def source_region(info: ImageInfo, params: RenderParams) -> tuple[int, int, int, int]:
@@ -53,6 +53,27 @@ def crop_region(img: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarra
     """
     sx, sy, sw, sh = region
     return img[sy : sy + sh, sx : sx + sw]
+
+
+def reduce_rect(rect: tuple[int, int, int, int], step: int) -> tuple[int, int, int, int]:
+    """Map a source rectangle (x, y, w, h) onto an image reduced `step` times, rounding outward.
+
+    Outward, so a reduced pixel that covers any part of the rectangle belongs to it: a crop
+    keeps every pixel it needs, and a redaction blanks everything it touches (never less).
+
+    Parameters
+    ----------
+    rect : tuple[int, int, int, int]
+    step : int
+        Source pixels per reduced pixel, >= 1.
+
+    Returns
+    -------
+    tuple[int, int, int, int]
+    """
+    x, y, w, h = rect
+    x0, y0 = x // step, y // step
+    return x0, y0, -(-(x + w) // step) - x0, -(-(y + h) // step) - y0
 
 
 def output_size(
@@ -108,8 +129,10 @@ def output_size(
     return out_w, out_h
 
 
-def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resample uint8 `img` to width x height.
+def resize(
+    img: np.ndarray, width: int, height: int, *, box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
+    """Resample uint8 `img` (or the part of it inside `box`) to width x height.
 
     Shrinking uses area averaging (Pillow BOX, i.e. the mean of the source pixels each
     output pixel covers), so thin structures fade rather than alias; enlarging uses bilinear
@@ -120,6 +143,9 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     img : numpy.ndarray
         uint8 (H, W) or (H, W, 3).
     width, height : int
+    box : tuple[float, float, float, float], optional
+        (left, top, right, bottom) in pixel coordinates of `img` (pixel i spans [i, i + 1)),
+        within the image; the whole image when None.
 
     Returns
     -------
@@ -127,29 +153,30 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
         uint8 (height, width[, 3]); `img` itself when the size already matches.
     """
     src_h, src_w = img.shape[:2]
-    if (src_w, src_h) == (width, height):
+    left, top, right, bottom = box if box is not None else (0.0, 0.0, float(src_w), float(src_h))
+    if box is None and (src_w, src_h) == (width, height):
         return img
-    shrinking = width <= src_w and height <= src_h
+    shrinking = width <= right - left and height <= bottom - top
     image = Image.fromarray(np.ascontiguousarray(img))
     if shrinking:
         factor_x, factor_y = src_w // width, src_h // height
-        if factor_x > 1 and factor_y > 1 and src_w % width == 0 and src_h % height == 0:
+        if box is None and factor_x > 1 and factor_y > 1 and src_w % width == 0 and src_h % height == 0:
             # Exact integer box: reduce() is the same mean and several times faster
             return np.asarray(image.reduce((factor_x, factor_y)))
         filt = Image.Resampling.BOX
     else:
         filt = Image.Resampling.BILINEAR
     if filt is not Image.Resampling.BOX:
-        return np.asarray(image.resize((width, height), filt))
+        return np.asarray(image.resize((width, height), filt, box=(left, top, right, bottom)))
     # Large shrinks in bands of output rows on several threads (see render.bands): the source
     # box of a band starts exactly where its first output row's pixels start, so the result
     # is bit-identical to one whole-image resize.
     out = np.empty((height, width, *img.shape[2:]), np.uint8)
-    scale = src_h / height
+    scale = (bottom - top) / height
 
     def _band(first: int, end: int) -> None:
-        box = (0.0, first * scale, float(src_w), end * scale)
-        out[first:end] = np.asarray(image.resize((width, end - first), filt, box=box))
+        band = (left, top + first * scale, right, top + end * scale)
+        out[first:end] = np.asarray(image.resize((width, end - first), filt, box=band))
 
     run_in_bands(height, src_w * src_h, _band)
     return out
