@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 
@@ -19,6 +20,18 @@ def _warm_render_pool(loop: asyncio.AbstractEventLoop) -> None:
         get_pool(loop)
     except Exception:  # process edge: the first request will start (or report) the pool instead
         logger.warning("could not start the render pool at start-up", exc_info=True)
+
+
+def freeze_startup_heap() -> None:
+    """Take the objects alive after start-up out of the garbage collector's sweeps (``gc.freeze``).
+
+    Importing Django, the apps and the codecs leaves ~170,000 long-lived objects that will never
+    be garbage. Without this, the first request that allocates a lot (opening a 200-slice series
+    decodes 200 metadata documents) triggered a full collection over all of them: 115 ms of a
+    first frame on a just-started server. Later full collections stay cheaper too.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Lifespan:
@@ -38,6 +51,7 @@ class Lifespan:
 
                     self.scheduler = EmbeddedScheduler()
                     self.scheduler.start()
+                freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.scheduler is not None:

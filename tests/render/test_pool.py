@@ -555,3 +555,9 @@ async def test_in_loop_mode_the_event_loop_reads_replies_and_a_killed_worker_is_
     finally:
         pool.close()
     assert all(slot.watched_fd is None for slot in pool._slots)  # the loop no longer watches the pipes
+
+
+def test_a_worker_warm_up_runs_the_whole_engine_on_a_synthetic_image():
+    from viewer.pool.warmup import warm_engine
+
+    assert warm_engine() > 100  # a JPEG and a PNG were encoded

@@ -17,6 +17,7 @@ Limits, applied once at start:
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import math
 import os
@@ -40,6 +41,7 @@ from .cache import ByteLRU
 from .errors import JobTimeout, RenderFailed, Superseded, WorkerMemoryExceeded
 from .jobs import PrefetchJob, TranscodeJob
 from .runner import JobRunner
+from .warmup import warm_engine
 
 # Load the codec plugins now: in the forkserver this happens once for every future worker.
 for _plugin in ("openjpeg", "libjpeg", "rle", "pydicom.pixels.decoders.pylibjpeg", "pydicom.pixels.decoders.rle"):
@@ -260,5 +262,11 @@ def worker_main(conn: Any, config: WorkerConfig) -> None:
         )
         return
     runner = JobRunner(opener, ByteLRU(config.cache_bytes), max_pixels=config.max_pixels, critical=cpu.critical)
+    with contextlib.suppress(Exception):  # a warm-up never keeps a worker from serving (tested on its own)
+        warm_engine()
+    # The preloaded codecs and numpy are never garbage: keep full collections (the first one
+    # would land on a job) from sweeping them (see config.lifespan.freeze_startup_heap)
+    gc.collect()
+    gc.freeze()
     conn.send_bytes(protocol.encode_ready(os.getpid()))
     _serve(conn, runner, cpu, config)
