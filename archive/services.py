@@ -14,6 +14,7 @@ could lose. A crash between the blob write and the row commit leaves an unrefere
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -60,7 +61,14 @@ class Status:
     STORED = "stored"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
-    REJECTED = "rejected"
+    REJECTED = "rejected"  # the object itself is refused (not DICOM, invalid, too large...)
+    FAILED = "failed"  # a good object the server could not store (disk full, I/O or database error)
+
+
+# Server-side storage failures: reported per object as FAILED, never as a crash; the client may
+# send the same objects again later (nothing of them is kept).
+STORAGE_ERRORS = (OSError, DatabaseError)
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass
@@ -113,6 +121,14 @@ def _float(ds, keyword: str):
         return None
 
 
+class _WriteFailed(Exception):
+    """A storage error while streaming a large object into its blob (the rest was read)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
 @dataclass
 class _Prepared:
     """An object whose blob is written and whose header is parsed; its rows are not yet saved."""
@@ -128,6 +144,25 @@ class _Prepared:
     instance: dict[str, Any]
     modality: str
     notes: list[str]
+
+
+def _not_stored(exc: BaseException, size: int = 0, uids: dict | None = None) -> IngestResult:
+    """The FAILED result of an object a storage error kept from being stored.
+
+    PS3.4 Table B.2-1: A700 "Out of Resources" when the disk is full, else 0110 "Processing
+    failure". The message names the kind of failure only: an OSError's text can carry a path.
+    """
+    if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
+        return IngestResult(Status.FAILED, reason="not stored: the server's storage is full; send it again later",
+                            code="storage_full", failure_reason=0xA700, size=size, **(uids or {}))
+    return IngestResult(Status.FAILED, reason="not stored: the server could not write it; send it again later",
+                        code="storage_failed", failure_reason=0x0110, size=size, **(uids or {}))
+
+
+def _log_storage_failure(exc: BaseException, count: int) -> None:
+    # PRIVACY: the exception's class and errno only (its text may name a blob path)
+    code = errno.errorcode.get(exc.errno, "") if isinstance(exc, OSError) and exc.errno else ""
+    logger.error("storage failure (%s %s): %d object(s) not stored", type(exc).__name__, code, count)
 
 
 def _reject(exc: InvalidUpload, size: int = 0, uids: dict | None = None) -> IngestResult:
@@ -340,6 +375,10 @@ class IngestBatch:
                 # One flush for the whole batch, before any row can point at its blobs.
                 get_store().sync([item.blob_id for item in prepared])
                 outcomes = self._index_all(prepared)
+            except STORAGE_ERRORS as exc:
+                # No row was committed (the transaction rolled back); the blobs go below
+                _log_storage_failure(exc, len(prepared))
+                outcomes = {id(item): _not_stored(exc, item.size, item.uids) for item in prepared}
             except BaseException:
                 self.discard()
                 raise
@@ -391,10 +430,14 @@ class IngestBatch:
             described.notes.append(_ADDED_PREFIX_NOTE)
         # SECURITY: the 128-byte preamble may carry an executable header (PE/ELF polyglots,
         # CVE-2019-11687); it is stored as zeros. Nothing is ever written in plaintext.
-        with get_store().writer(dek_id=self.data_key.key_id, dek=self._dek, durable=False) as writer:
-            writer.write(ZERO_PREAMBLE)
-            writer.write(memoryview(data)[PREAMBLE:])
-            info = writer.commit()
+        try:
+            with get_store().writer(dek_id=self.data_key.key_id, dek=self._dek, durable=False) as writer:
+                writer.write(ZERO_PREAMBLE)
+                writer.write(memoryview(data)[PREAMBLE:])
+                info = writer.commit()
+        except STORAGE_ERRORS as exc:  # the writer removed its partial blob
+            _log_storage_failure(exc, 1)
+            return _not_stored(exc, described.size, described.uids)
         described.blob_id, described.sha_stored = info.blob_id, info.sha256_hex
         # Most writers leave the preamble zero, and then both hashes are the same digest.
         described.sha_received = (info.sha256_hex if data[:PREAMBLE] == ZERO_PREAMBLE and not added
@@ -405,17 +448,30 @@ class IngestBatch:
         limit = settings.LIGHTBOX_MAX_INSTANCE_BYTES
         received = hashlib.sha256(memoryview(head)[added:])
         size = len(head) - added
-        with get_store().writer(dek_id=self.data_key.key_id, dek=self._dek, durable=False) as writer:
-            writer.write(ZERO_PREAMBLE)  # SECURITY: see _prepare_small
-            writer.write(memoryview(head)[PREAMBLE:])
-            while chunk := stream.read(COPY_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    writer.abort()
-                    return _reject(_too_large(limit), size=size)
-                received.update(chunk)
-                writer.write(chunk)
-            info = writer.commit()
+        try:
+            with get_store().writer(dek_id=self.data_key.key_id, dek=self._dek, durable=False) as writer:
+                writer.write(ZERO_PREAMBLE)  # SECURITY: see _prepare_small
+                writer.write(memoryview(head)[PREAMBLE:])
+                while chunk := stream.read(COPY_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        writer.abort()
+                        return _reject(_too_large(limit), size=size)
+                    received.update(chunk)
+                    try:
+                        writer.write(chunk)
+                    except STORAGE_ERRORS as exc:
+                        # Read the rest of this object (the stream's next object follows it)
+                        while more := stream.read(COPY_CHUNK):
+                            size += len(more)
+                        raise _WriteFailed(exc) from exc
+                info = writer.commit()
+        except _WriteFailed as failed:
+            _log_storage_failure(failed.cause, 1)
+            return _not_stored(failed.cause, size)
+        except STORAGE_ERRORS as exc:
+            _log_storage_failure(exc, 1)
+            return _not_stored(exc, size)
         try:
             with get_store().open(info.blob_id) as reader:
                 described = _describe(reader, size=info.size, expected_study_uid=self.expected_study_uid,

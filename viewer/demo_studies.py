@@ -34,10 +34,11 @@ def load_demo_studies(*, small: bool, stdout) -> str:
         counts.update(result.status for _, result in batch.flush())
     record(action="archive.import", actor="manage.py demo", actor_type=ActorType.SYSTEM, organization=organization,
            object_type="study", details={"stored": counts[Status.STORED], "duplicates": counts[Status.DUPLICATE],
-                                         "rejected": counts[Status.REJECTED] + counts[Status.CONFLICT], "demo": True})
+                                         "rejected": counts[Status.REJECTED] + counts[Status.CONFLICT],
+                                         "not_stored": counts[Status.FAILED], "demo": True})
     summary = (f"{counts[Status.STORED]} instances stored, {counts[Status.DUPLICATE]} already present, "
                f"({len(studies)} synthetic studies and {len(_bundled_samples())} pydicom samples) in {organization.name}")
-    failed = counts[Status.REJECTED] + counts[Status.CONFLICT]
+    failed = counts[Status.REJECTED] + counts[Status.CONFLICT] + counts[Status.FAILED]
     return summary + (f"; {failed} refused" if failed else "")
 
 

@@ -56,6 +56,8 @@ AUDIT_UID_LIMIT = 1000
 
 # PS3.18 I.2.2 Failure Reason for a part we could not even identify as a DICOM object.
 CANNOT_UNDERSTAND = 0xC000
+# When nothing could be stored because of the server's storage (disk full, I/O error)
+STORAGE_RETRY_AFTER_SECONDS = 60
 
 
 class ClientDisconnected(Exception):
@@ -317,6 +319,7 @@ def _audit(request, organization, study_uid: str | None, outcome: _Outcome) -> N
             "duplicates": outcome.count(Status.DUPLICATE),
             "conflicts": outcome.count(Status.CONFLICT),
             "rejected": outcome.count(Status.REJECTED),
+            "not_stored": outcome.count(Status.FAILED),
             "bytes": sum(r.size for r in stored),
             "study_uids": studies[:AUDIT_UID_LIMIT],
             "stored_sop_instance_uids": [r.sop_instance_uid for r in stored][:AUDIT_UID_LIMIT],
@@ -354,15 +357,20 @@ def _response(request, outcome: _Outcome, study_uid: str | None) -> HttpResponse
         body["00081198"] = {"vr": "SQ", "Value": failed}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
+    storage_failed = not referenced and failed and all(r.status == Status.FAILED for r in outcome.results)
     if outcome.malformed:
         status = 400
     elif not failed:
         status = 200
     elif referenced:
         status = 202
+    elif storage_failed:
+        status = 503  # nothing wrong with the request: the server could not store it, try later
     else:
         status = 409
     response = HttpResponse(json.dumps(body), content_type=DICOM_JSON, status=status)
+    if status == 503:
+        response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_SECONDS)
     warnings = []
     duplicates = outcome.count(Status.DUPLICATE)
     if duplicates:

@@ -123,3 +123,30 @@ def test_worker_processes_import_the_same_as_one(org, tmp_path):
     assert code == 1
     assert "stored      40" in out and f"{tmp_path / 'many' / 'zz-bad.dcm'}: not a DICOM" in out
     assert Instance.objects.count() == 40 and Study.objects.get().number_of_instances == 40
+
+
+def test_a_disk_that_fills_up_mid_import_reports_the_files_not_stored(org, tmp_path, monkeypatch):
+    import errno
+
+    from archive.blobstore import writer as writer_module
+
+    datasets = synthetic.ct_study(slices=3, size=16, patient=patient(7))
+    for number, ds in enumerate(datasets):
+        (tmp_path / f"{number}.dcm").write_bytes(synthetic.to_bytes(ds))
+    real_write = writer_module.BlobWriter.write
+    calls = {"n": 0}
+
+    def filling(self, data):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # room for the first file only
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(writer_module.BlobWriter, "write", filling)
+    code, out = run(str(tmp_path), "--jobs", "1")
+    assert code == 1
+    assert "stored      1" in out and "not stored  2" in out
+    assert f"{tmp_path / '1.dcm'}: not stored: the server's storage is full" in out
+    assert Instance.objects.count() == 1
+    event = AuditEvent.objects.get(action="archive.import")
+    assert event.details["not_stored"] == 2

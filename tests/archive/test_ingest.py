@@ -277,15 +277,44 @@ def test_a_batch_whose_flush_to_disk_fails_keeps_no_rows_and_no_blobs(org, monke
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(OSError, match="Input/output error"):
-        list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
+    failed = list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
     monkeypatch.undo()
+    # Each object is reported as not stored (a server fault, retryable), with its UIDs, never a crash
+    assert [(r.status, r.code, r.failure_reason) for _, r in failed] == [(Status.FAILED, "storage_failed", 0x0110)] * 3
+    assert [r.sop_instance_uid for _, r in failed] == [ds.SOPInstanceUID for ds in ct(slices=3)]
+    assert "Input/output" not in failed[0][1].reason  # no OS text (it can carry a path)
     assert len(blob_files) == 3  # every file of the batch was still flushed before the error surfaced
     assert Instance.objects.count() == 0 and Study.objects.count() == 0
     assert blob_count() == 0  # the batch's blobs are deleted, not left as orphans
     # Once the disk works again the same objects store normally.
     settled = list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
     assert [r.status for _, r in settled] == [Status.STORED] * 3
+
+
+@pytest.mark.parametrize(("error", "code", "reason"), [(28, "storage_full", 0xA700), (5, "storage_failed", 0x0110)])
+def test_a_disk_that_fails_while_blobs_are_written_fails_those_objects_only(org, monkeypatch, error, code, reason):
+    from archive.blobstore import writer as writer_module
+
+    objects = [as_bytes(ds) for ds in ct(slices=4)]
+    active_data_key(org)
+    calls = {"n": 0}
+    real_write = writer_module.BlobWriter.write
+
+    def flaky_write(self, data):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second object's first write (each object writes its preamble, then the rest)
+            raise OSError(error, os.strerror(error))
+        return real_write(self, data)
+
+    monkeypatch.setattr(writer_module.BlobWriter, "write", flaky_write)
+    settled = list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
+    monkeypatch.undo()
+    assert [r.status for _, r in settled] == [Status.STORED, Status.FAILED, Status.STORED, Status.STORED]
+    assert (settled[1][1].code, settled[1][1].failure_reason) == (code, reason)
+    assert settled[1][1].sop_instance_uid == ct(slices=4)[1].SOPInstanceUID
+    assert Instance.objects.count() == 3 and blob_count() == 3  # no partial blob left behind
+    again = ingest(stream=io.BytesIO(objects[1]), organization=org, source="test")
+    assert again.status == Status.STORED
 
 
 def test_the_sweep_keeps_referenced_blobs(org):

@@ -194,6 +194,68 @@ def test_a_partly_bad_request_stores_the_good_parts_and_answers_202(server_url, 
     assert set(after) == {good.SOPInstanceUID, conflicting.SOPInstanceUID}
 
 
+def test_a_full_disk_answers_503_with_each_instance_failed_and_nothing_stored_changes(server_url, token, monkeypatch):
+    import errno
+    import os
+
+    from archive.blobstore.backends import NAME_RE
+
+    kept = study(slices=1, seed=3)[0]
+    assert post(server_url, token, multipart(as_bytes(kept))).status_code == 200
+    before = snapshot()
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if NAME_RE.fullmatch(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    datasets = study(slices=2)
+    response = post(server_url, token, multipart(*map(as_bytes, datasets)))
+    monkeypatch.undo()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "60"
+    assert response.headers["Content-Type"] == "application/dicom+json"
+    failed = response.json()["00081198"]["Value"]
+    assert [item["00081155"]["Value"][0] for item in failed] == [ds.SOPInstanceUID for ds in datasets]
+    assert {item["00081197"]["Value"][0] for item in failed} == {0xA700}  # Out of Resources
+    assert snapshot() == before
+    assert sum(1 for _ in get_store().iter_blob_ids()) == 1  # the failed request's blobs are gone
+    event = AuditEvent.objects.filter(action="dicomweb.stow").latest("pk")
+    assert event.details["not_stored"] == 2 and event.outcome == "failure"
+    # Space again: the same request stores
+    assert healthy(server_url)
+    assert post(server_url, token, multipart(*map(as_bytes, datasets))).status_code == 200
+
+
+def test_a_write_error_on_one_instance_answers_202_with_that_one_failed(server_url, token, monkeypatch):
+    import errno
+
+    from archive.blobstore import writer as writer_module
+
+    datasets = study(slices=3)
+    real_write = writer_module.BlobWriter.write
+    calls = {"n": 0}
+
+    def flaky(self, data):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second instance's first write
+            raise OSError(errno.EIO, "Input/output error")
+        return real_write(self, data)
+
+    monkeypatch.setattr(writer_module.BlobWriter, "write", flaky)
+    response = post(server_url, token, multipart(*map(as_bytes, datasets)))
+    monkeypatch.undo()
+    assert response.status_code == 202
+    data = response.json()
+    assert [item["00081155"]["Value"][0] for item in data["00081199"]["Value"]] == [
+        datasets[0].SOPInstanceUID, datasets[2].SOPInstanceUID]
+    (failed,) = data["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [datasets[1].SOPInstanceUID]
+    assert failed["00081197"]["Value"] == [0x0110]  # Processing failure
+    assert set(snapshot()) == {datasets[0].SOPInstanceUID, datasets[2].SOPInstanceUID}
+
+
 def test_nothing_storable_answers_409(server_url, token):
     response = post(server_url, token, multipart(b"junk", b"more junk"))
     assert response.status_code == 409

@@ -271,7 +271,7 @@ class Command(BaseCommand):
         elapsed = max(time.monotonic() - started, 1e-6)
         self._summary(results, len(sources.items), total_bytes, elapsed)
         self._audit(org, results)
-        if any(r.status in (Status.REJECTED, Status.CONFLICT) for _, r in results):
+        if any(r.status in (Status.REJECTED, Status.CONFLICT, Status.FAILED) for _, r in results):
             raise SystemExit(1)
 
     def _organization(self, slug: str | None) -> Organization:
@@ -332,10 +332,12 @@ class Command(BaseCommand):
         out.write(f"Imported {files} files ({total_bytes / 1e6:.1f} MB) in {elapsed:.1f} s: "
                   f"{files / elapsed:.0f} files/s, {total_bytes / elapsed / 1e6:.1f} MB/s")
         for status, label in ((Status.STORED, "stored"), (Status.DUPLICATE, "duplicates"),
-                              (Status.CONFLICT, "conflicts"), (Status.REJECTED, "rejected")):
-            out.write(f"  {label:<11} {counts[status]}")
+                              (Status.CONFLICT, "conflicts"), (Status.REJECTED, "rejected"), (Status.FAILED, "not stored")):
+            if status != Status.FAILED or counts[status]:
+                out.write(f"  {label:<11} {counts[status]}")
         for status, title in ((Status.CONFLICT, "Conflicts (a different object is stored under the same SOP Instance UID)"),
-                              (Status.REJECTED, "Rejected")):
+                              (Status.REJECTED, "Rejected"),
+                              (Status.FAILED, "Not stored (a storage error on this server; import them again)")):
             failed = [(label, r) for label, r in results if r.status == status]
             if failed:
                 out.write(f"{title}:")
@@ -359,6 +361,7 @@ class Command(BaseCommand):
                 "duplicates": counts[Status.DUPLICATE],
                 "conflicts": counts[Status.CONFLICT],
                 "rejected": counts[Status.REJECTED],
+                "not_stored": counts[Status.FAILED],
                 "study_uids": studies[:1000],
             },
         )
