@@ -121,14 +121,6 @@ def _float(ds, keyword: str):
         return None
 
 
-class _WriteFailed(Exception):
-    """A storage error while streaming a large object into its blob (the rest was read)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(type(cause).__name__)
-        self.cause = cause
-
-
 @dataclass
 class _Prepared:
     """An object whose blob is written and whose header is parsed; its rows are not yet saved."""
@@ -458,18 +450,10 @@ class IngestBatch:
                         writer.abort()
                         return _reject(_too_large(limit), size=size)
                     received.update(chunk)
-                    try:
-                        writer.write(chunk)
-                    except STORAGE_ERRORS as exc:
-                        # Read the rest of this object (the stream's next object follows it)
-                        while more := stream.read(COPY_CHUNK):
-                            size += len(more)
-                        raise _WriteFailed(exc) from exc
+                    writer.write(chunk)
                 info = writer.commit()
-        except _WriteFailed as failed:
-            _log_storage_failure(failed.cause, 1)
-            return _not_stored(failed.cause, size)
         except STORAGE_ERRORS as exc:
+            # The writer removed its partial blob; a multipart reader skips the part's unread rest
             _log_storage_failure(exc, 1)
             return _not_stored(exc, size)
         try:

@@ -256,6 +256,35 @@ def test_a_write_error_on_one_instance_answers_202_with_that_one_failed(server_u
     assert set(snapshot()) == {datasets[0].SOPInstanceUID, datasets[2].SOPInstanceUID}
 
 
+def test_a_write_error_while_streaming_a_large_instance_reads_past_it_to_the_next(server_url, token, monkeypatch):
+    import errno
+
+    from archive import services
+    from archive.blobstore import writer as writer_module
+
+    monkeypatch.setattr(services, "SMALL_OBJECT_BYTES", 1024)  # every object takes the streaming path
+    datasets = study(slices=3)
+    real_write = writer_module.BlobWriter.write
+    calls = {"n": 0}
+
+    def flaky(self, data):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the second instance's streamed chunk (writes: preamble, head, chunk each)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(writer_module.BlobWriter, "write", flaky)
+    response = post(server_url, token, multipart(*map(as_bytes, datasets)))
+    monkeypatch.undo()
+    assert response.status_code == 202
+    data = response.json()
+    # The failed part's unread rest was skipped, so the third part was found and stored whole
+    assert [item["00081155"]["Value"][0] for item in data["00081199"]["Value"]] == [
+        datasets[0].SOPInstanceUID, datasets[2].SOPInstanceUID]
+    assert [item["00081197"]["Value"] for item in data["00081198"]["Value"]] == [[0xA700]]
+    assert set(snapshot()) == {datasets[0].SOPInstanceUID, datasets[2].SOPInstanceUID}
+
+
 def test_nothing_storable_answers_409(server_url, token):
     response = post(server_url, token, multipart(b"junk", b"more junk"))
     assert response.status_code == 409

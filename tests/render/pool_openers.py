@@ -65,3 +65,14 @@ def dispatch(arg: tuple[str, object]) -> BinaryIO:
         "open_crash": open_crash,
     }[name]
     return opener(inner)  # type: ignore[arg-type]
+
+
+class CountingOpener:
+    """An in-process opener over fixed bytes that counts how often it was called."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.calls = data, 0
+
+    def __call__(self, _arg: object) -> BinaryIO:
+        self.calls += 1
+        return io.BytesIO(self.data)

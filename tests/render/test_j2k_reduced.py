@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from openjpeg import encode as j2k_encode
+from PIL import Image
 from pydicom.uid import JPEG2000Lossless
 
 from viewer.pool import ByteLRU, JobRunner, PrefetchJob, RenderJob, Source
@@ -15,6 +16,7 @@ from viewer.render import j2k as j2k_module
 from viewer.render.errors import CorruptPixelData
 from viewer.render.pipeline import reduction_step
 
+from .pool_openers import CountingOpener
 from .samples import encapsulated_copy, make_dataset
 
 MIB = 1 << 20
@@ -176,7 +178,7 @@ def test_a_fit_view_renders_from_the_reduced_decode_and_looks_like_the_full_one(
     calls = []
     original = j2k_module.decode_reduced
     monkeypatch.setattr(j2k_module, "decode_reduced", lambda *a: calls.append(a[1]) or original(*a))
-    reduced = np.asarray(__import__("PIL.Image").Image.open(io.BytesIO(render_instance(data, params))))
+    reduced = np.asarray(Image.open(io.BytesIO(render_instance(data, params))))
     assert calls == [2]  # 1280 -> 256 is 5x: the 2^2-reduced image, then a 1.25x resize
     source = PixelSource(data)
     full = render_array(source.decode(0).values, source.info, params)
@@ -216,19 +218,18 @@ def test_render_array_checks_the_reduced_frame_shape():
         render_array(np.zeros((32, 32), np.uint16), info, RenderParams(width=16), step=4)
 
 
-class _Opener:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.calls = data, 0
+def _runner_over(data: bytes) -> tuple[JobRunner, CountingOpener]:
+    opener = CountingOpener(data)
+    return JobRunner(opener, ByteLRU(64 * MIB)), opener
 
-    def __call__(self, _arg: object) -> io.BytesIO:
-        self.calls += 1
-        return io.BytesIO(self.data)
+
+def _windowed_instance(rows: int, columns: int) -> bytes:
+    stored = _smooth(rows, columns, lo=0, hi=4095).astype(np.uint16)
+    return _j2k_instance(stored, 12, WindowCenter=2048, WindowWidth=4096)
 
 
 def test_runner_renders_a_view_the_same_whatever_the_cache_holds():
-    stored = _smooth(1024, 1024, lo=0, hi=4095).astype(np.uint16)
-    opener = _Opener(_j2k_instance(stored, 12, WindowCenter=2048, WindowWidth=4096))
-    runner = JobRunner(opener, ByteLRU(64 * MIB))
+    runner, opener = _runner_over(_windowed_instance(1024, 1024))
     source = Source("mammo", None)
     fit = RenderParams(width=256, height=256)
     first = runner.run(RenderJob(source, fit))
@@ -250,8 +251,7 @@ def test_runner_remembers_a_codestream_that_decodes_only_in_full():
     jp2 = j2k_encode(stored, bits_stored=12, photometric_interpretation=2, use_mct=False, codec_format=1)
     assert jp2[4:8] == b"jP  "
     ds = make_dataset(stored, bits_stored=12, transfer_syntax=JPEG2000Lossless, WindowCenter=2048, WindowWidth=4096)
-    opener = _Opener(encapsulated_copy(ds, [jp2]))
-    runner = JobRunner(opener, ByteLRU(64 * MIB))
+    runner, opener = _runner_over(encapsulated_copy(ds, [jp2]))
     fit = RenderParams(width=128, height=128)
     first = runner.run(RenderJob(Source("jp2", None), fit))
     second = runner.run(RenderJob(Source("jp2", None), fit))
@@ -261,9 +261,7 @@ def test_runner_remembers_a_codestream_that_decodes_only_in_full():
 
 
 def test_a_prefetch_for_a_view_decodes_what_that_view_renders_from():
-    stored = _smooth(1024, 1024, lo=0, hi=4095).astype(np.uint16)
-    opener = _Opener(_j2k_instance(stored, 12, WindowCenter=2048, WindowWidth=4096))
-    runner = JobRunner(opener, ByteLRU(64 * MIB))
+    runner, _ = _runner_over(_windowed_instance(1024, 1024))
     source = Source("next-slice", None)
     fit = RenderParams(width=256, height=256)
     assert runner.run(PrefetchJob(source, (0,), view=fit)) == 1

@@ -7,7 +7,6 @@ generous isolation limits ("within 2 s", "not hung"), not benchmarks (see bench/
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import struct
@@ -56,6 +55,7 @@ from viewer.render import (
     render_tile,
 )
 
+from .pool_openers import CountingOpener
 from .samples import CT_16_1F, MR_16_1F_RLE, RGB_8_2F_RLE, encapsulated_copy, make_dataset, sample_path
 
 OPENERS = "tests.render.pool_openers"
@@ -247,17 +247,8 @@ def test_prefetch_decodes_into_the_cache_once(pool, files):
     assert pool.submit(RenderJob(source, RenderParams(frame=1))).result(10).cached
 
 
-class _CountingOpener:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.calls = data, 0
-
-    def __call__(self, arg: object) -> io.BytesIO:
-        self.calls += 1
-        return io.BytesIO(self.data)
-
-
 def test_runner_opens_and_decodes_once_per_frame_while_cached(files):
-    opener = _CountingOpener(Path(files["US_8_3F"]).read_bytes())
+    opener = CountingOpener(Path(files["US_8_3F"]).read_bytes())
     runner = JobRunner(opener, ByteLRU(16 * MIB))
     source = Source("us", None)
     for params in (RenderParams(frame=0), RenderParams(frame=0, invert=True), RenderParams(frame=1)):
@@ -269,7 +260,7 @@ def test_runner_opens_and_decodes_once_per_frame_while_cached(files):
 
 def test_runner_reopens_a_single_frame_source_only_after_its_frame_is_evicted(files):
     data = Path(files["CT_16_1F"]).read_bytes()
-    opener = _CountingOpener(data)
+    opener = CountingOpener(data)
     frame_bytes = PixelSource(data).decode(0).values.nbytes
     runner = JobRunner(opener, ByteLRU(frame_bytes + 3 * 4096 + 512))
     runner.run(RenderJob(Source("a", None), RenderParams()))

@@ -180,6 +180,8 @@ class JobRunner:
         RenderError
         """
         info = self.cache.get(("info", source.key))
+        if info is None and (full := self.cache.get(("frame", source.key, params.frame))) is not None:
+            info = full[1]  # a cached frame carries its header: no need to open the source again
         pixels = None
         if info is None:
             pixels = self.open(source, timings)
