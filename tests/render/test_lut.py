@@ -314,3 +314,24 @@ def test_request_window_overrides_file_window_and_keeps_file_function():
         -600.0, 1500.0, "LINEAR_EXACT"
     )
     assert resolve_window(info, RenderParams(voi_function="SIGMOID")).function == "SIGMOID"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(7, 9), (600, 300)])  # one take, and cache-sized bands
+def test_table_lookup_is_plain_indexing_for_every_index_value(dtype, shape):
+    from viewer.render.lut import _lookup
+
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(4)
+    table = rng.integers(0, 256, size=top + 1, dtype=np.uint8)
+    indices = rng.integers(0, top + 1, size=shape, dtype=dtype)
+    indices.flat[:2] = (0, top)  # both ends of the range
+    assert np.array_equal(_lookup(table, indices), table[indices])
+
+
+def test_a_table_shorter_than_the_index_range_clips_instead_of_wrapping():
+    from viewer.render.lut import _lookup
+
+    table = np.arange(10, dtype=np.uint8)
+    indices = np.array([[0, 9, 10, 200]], dtype=np.uint8)
+    assert _lookup(table, indices).tolist() == [[0, 9, 9, 9]]

@@ -331,17 +331,24 @@ def _color_scale_table(bits_stored: int, itemsize: int, invert: bool) -> np.ndar
 _LOOKUP_BAND_PIXELS = 1 << 17
 
 
+def _take_mode(table: np.ndarray, indices: np.ndarray) -> str:
+    # A table with an entry for every value of the index type never needs clipping, and numpy's
+    # "wrap" loop is ~25 % faster than its "clip" loop (4096x5120: 16.3 -> 12.3 ms, one core)
+    return "wrap" if len(table) == 1 << (8 * indices.dtype.itemsize) else "clip"
+
+
 def _lookup(table: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``table[indices]`` for unsigned integer indices (all within the table), in cache-sized bands."""
+    mode = _take_mode(table, indices)
     if indices.ndim != 2 or indices.size <= _LOOKUP_BAND_PIXELS:
-        return np.take(table, indices, mode="clip")
+        return np.take(table, indices, mode=mode)
     out = np.empty(indices.shape, table.dtype)
     step = max(1, _LOOKUP_BAND_PIXELS // indices.shape[1])
 
     def _band(first: int, end: int) -> None:
         for start in range(first, end, step):
             stop = min(start + step, end)
-            np.take(table, indices[start:stop], out=out[start:stop], mode="clip")
+            np.take(table, indices[start:stop], out=out[start:stop], mode=mode)
 
     run_in_bands(indices.shape[0], indices.size, _band)
     return out
@@ -381,7 +388,7 @@ def to_display(
             return np.subtract(255, values) if invert else np.ascontiguousarray(values)
         if values.dtype.kind in "ui" and values.dtype.itemsize == 2:
             table = _color_scale_table(info.bits_stored, 2, invert)
-            return np.take(table, values.view(np.uint16), mode="clip")
+            return _lookup(table, values.view(np.uint16))
         top = float((1 << min(info.bits_stored, 63)) - 1)
         out = _to_uint8(values.astype(np.float64) * (_Y_MAX / top))
         return np.subtract(255, out) if invert else out
