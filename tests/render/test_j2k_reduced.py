@@ -272,3 +272,47 @@ def test_a_prefetch_for_a_view_decodes_what_that_view_renders_from():
     beyond = RenderParams(region=(900, 900, 512, 512), width=128, height=128)
     assert runner.run(PrefetchJob(Source("other", None), (0,), view=beyond)) == 1
     assert ("frame", "other", 0) in runner.cache
+
+
+def _windowless_with_hot_pixels() -> tuple[np.ndarray, bytes]:
+    # No window in the file, and a few hot pixels the reduced image averages away: the data
+    # range of the whole frame and of the reduced image differ
+    stored = _smooth(2048, 1024, lo=1000, hi=3000, noise=0).astype(np.uint16)
+    stored[100, 100] = stored[1500, 700] = 4095
+    return stored, _j2k_instance(stored, 12)
+
+
+def test_every_view_of_a_windowless_jpeg2000_image_uses_one_data_window():
+    from viewer.pool import InfoJob
+    from viewer.render.lut import resolve_window
+    from viewer.render.pipeline import window_basis_step, with_window
+
+    stored, data = _windowless_with_hot_pixels()
+    source = PixelSource(data)
+    info = source.info
+    assert window_basis_step(info) == 2  # 2048 rows: the level whose longer side is 1024
+    basis, _ = source.decode_reduced(0, 2)
+    basis_window = resolve_window(info, RenderParams(), basis.values)
+    assert basis_window != resolve_window(info, RenderParams(), stored)  # the hot pixels are gone
+
+    runner, _ = _runner_over(data)
+    shown = runner.run(InfoJob(Source("cr", None)))
+    assert shown.default_window == basis_window
+    assert ("frame", "cr", 0) not in runner.cache  # no whole-image decode just to pick a window
+    zoomed = RenderParams(region=(0, 0, 256, 256), format="png")
+    one_to_one = np.asarray(Image.open(io.BytesIO(runner.run(RenderJob(Source("cr", None), zoomed)).data)))
+    expected = render_array(stored, info, with_window(zoomed, basis_window))
+    assert np.array_equal(one_to_one, expected)
+    # The engine's own entry point follows the same rule
+    fit = RenderParams(width=256, height=256, format="png")
+    assert runner.run(RenderJob(Source("cr", None), fit)).data == render_instance(data, fit)
+
+
+def test_only_views_without_a_window_asked_for_or_in_the_file_take_the_data_window():
+    from viewer.render.pipeline import needs_data_window
+
+    info = PixelSource(_j2k_instance(np.zeros((64, 64), np.uint16), 12, WindowCenter=40, WindowWidth=400)).info
+    assert not needs_data_window(info, RenderParams())
+    bare = PixelSource(_j2k_instance(np.zeros((64, 64), np.uint16), 12)).info
+    assert needs_data_window(bare, RenderParams())
+    assert not needs_data_window(bare, RenderParams(window_center=10, window_width=20))

@@ -21,7 +21,14 @@ from viewer.render.encode import MEDIA_TYPES, encode
 from viewer.render.errors import InvalidRenderParams, RenderError
 from viewer.render.lut import resolve_window
 from viewer.render.params import ImageInfo, RenderParams
-from viewer.render.pipeline import measure_region, reduction_step, render_array
+from viewer.render.pipeline import (
+    measure_region,
+    needs_data_window,
+    reduction_step,
+    render_array,
+    window_basis_step,
+    with_window,
+)
 from viewer.render.tiles import Pyramid, build_pyramid
 from viewer.render.transcode import fast_lossless_copy
 
@@ -167,7 +174,11 @@ class JobRunner:
         return decoded, pixels.info, False
 
     def view_frame(
-        self, source: Source, params: RenderParams, timings: dict[str, float]
+        self,
+        source: Source,
+        params: RenderParams,
+        timings: dict[str, float],
+        header: tuple[ImageInfo, PixelSource | None] | None = None,
     ) -> tuple[DecodedFrame, ImageInfo, int, bool]:
         """Return (frame, image info, its step, whether cached) for rendering one view.
 
@@ -179,24 +190,36 @@ class JobRunner:
         ------
         RenderError
         """
-        info = self.cache.get(("info", source.key))
-        if info is None and (full := self.cache.get(("frame", source.key, params.frame))) is not None:
-            info = full[1]  # a cached frame carries its header: no need to open the source again
-        pixels = None
-        if info is None:
-            pixels = self.open(source, timings)
-            info = pixels.info
+        info, pixels = header or self._header(source, params.frame, timings)
         want = reduction_step(info, params) if decodes_reduced(info) else 1
-        key = ("reduced", source.key, params.frame, want)
+        return self._frame_at(source, params.frame, want, timings, pixels)
+
+    def _header(
+        self, source: Source, index: int, timings: dict[str, float]
+    ) -> tuple[ImageInfo, PixelSource | None]:
+        """The source's ``ImageInfo``, and its ``PixelSource`` if that had to be opened for it."""
+        info = self.cache.get(("info", source.key))
+        if info is None and (full := self.cache.get(("frame", source.key, index))) is not None:
+            info = full[1]  # a cached frame carries its header: no need to open the source again
+        if info is not None:
+            return info, None
+        pixels = self.open(source, timings)
+        return pixels.info, pixels
+
+    def _frame_at(
+        self, source: Source, index: int, want: int, timings: dict[str, float], pixels: PixelSource | None = None
+    ) -> tuple[DecodedFrame, ImageInfo, int, bool]:
+        """Frame `index` reduced by up to `want` (``PixelSource.decode_reduced``), cached by `want`."""
+        key = ("reduced", source.key, index, want)
         hit = self.cache.get(key) if want > 1 else _DECODES_IN_FULL
         if hit is _DECODES_IN_FULL:
-            frame, info, cached = self.frame(source, params.frame, timings, pixels)
+            frame, info, cached = self.frame(source, index, timings, pixels)
             return frame, info, 1, cached
         if hit is not None:
             return hit[0], hit[1], hit[2], True
         pixels = pixels or self.open(source, timings)
         start = time.perf_counter()
-        decoded, step = pixels.decode_reduced(params.frame, want)
+        decoded, step = pixels.decode_reduced(index, want)
         decoded.values.setflags(write=False)
         timings["decode"] = _ms(start)
         with self._critical():
@@ -205,8 +228,21 @@ class JobRunner:
             else:
                 # The codestream decodes only in full (e.g. wrapped in JP2): remember that
                 self.cache.put(key, _DECODES_IN_FULL, 64)
-                self.cache.put(("frame", source.key, params.frame), (decoded, pixels.info), decoded.values.nbytes)
+                self.cache.put(("frame", source.key, index), (decoded, pixels.info), decoded.values.nbytes)
         return decoded, pixels.info, step, False
+
+    def _with_data_window(
+        self, source: Source, params: RenderParams, info: ImageInfo, pixels: PixelSource | None, timings: dict[str, float]
+    ) -> RenderParams:
+        """`params`, with the data-range default window filled in for an image that decodes reduced.
+
+        Every view of such an image (fit, zoomed, tiles, the window the viewer shows) takes it
+        from the same reduced image (``window_basis_step``), not from whichever frame it renders.
+        """
+        if not (decodes_reduced(info) and needs_data_window(info, params)):
+            return params
+        basis = self._frame_at(source, params.frame, window_basis_step(info), timings, pixels)[0]
+        return with_window(params, resolve_window(info, params, basis.values))
 
     def info(self, source: Source, timings: dict[str, float]) -> ImageInfo:
         """Return the ``ImageInfo`` of `source` (cached header, else open it)."""
@@ -253,8 +289,9 @@ class JobRunner:
     def _render(self, job: RenderJob) -> RenderResult:
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        params = job.params
-        frame, info, step, cached = self.view_frame(job.source, params, timings)
+        header = self._header(job.source, job.params.frame, timings)
+        params = self._with_data_window(job.source, job.params, *header, timings)
+        frame, info, step, cached = self.view_frame(job.source, params, timings, header)
         began = time.perf_counter()
         # Same steps as viewer.render.render_frame, split to learn the output size
         img = render_array(frame.values, info, params, step=step)
@@ -266,12 +303,13 @@ class JobRunner:
     def _tile(self, job: TileJob) -> RenderResult:
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        params = job.params
+        info, pixels = self._header(job.source, job.params.frame, timings)
+        params = self._with_data_window(job.source, job.params, info, pixels, timings)
         key = ("pyramid", job.source.key, params.frame, _pyramid_key(params))
         pyramid: Pyramid | None = self.cache.get(key)
         cached = pyramid is not None
         if pyramid is None:
-            frame, info, cached = self.frame(job.source, params.frame, timings)
+            frame, info, cached = self.frame(job.source, params.frame, timings, pixels)
             pyramid = build_pyramid(frame.values, info, params)
         step = time.perf_counter()
         data = pyramid.render_tile(job.level, job.tx, job.ty, params)
@@ -285,11 +323,14 @@ class JobRunner:
 
     def _info(self, job: InfoJob) -> InfoResult:
         info = self.info(job.source, {})
+        params = RenderParams()
+        if decodes_reduced(info):
+            return InfoResult(info, resolve_window(info, self._with_data_window(job.source, params, info, None, {})))
         values: np.ndarray | None = None
-        if info.is_monochrome and not info.window_centers and not info.voi_luts:
+        if needs_data_window(info, params):
             # The default window spans the data, so it needs frame 0 (cached for the render)
             values = self.frame(job.source, 0, {})[0].values
-        return InfoResult(info, resolve_window(info, RenderParams(), values))
+        return InfoResult(info, resolve_window(info, params, values))
 
     def _prefetch(self, job: PrefetchJob) -> int:
         decoded = 0

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_PIXELS, PixelSource
+from .decode import DEFAULT_MAX_PIXELS, PixelSource, decodes_reduced
 from .encode import encode
 from .errors import InvalidRenderParams
 from .j2k import LOWPASS_REACH
 from .lut import modality_lut, resolve_window, to_display
 from .overlay import apply_redactions, apply_watermark
-from .params import Ellipse, ImageInfo, Rect, RenderParams
+from .params import Ellipse, ImageInfo, Rect, RenderParams, Window
 from .viewport import crop_region, orient, output_size, reduce_rect, resize, source_region
 
-__all__ = ["measure_region", "reduction_step", "render_array", "render_frame", "render_instance"]
+__all__ = [
+    "WINDOW_BASIS_SIDE",
+    "measure_region",
+    "needs_data_window",
+    "reduction_step",
+    "render_array",
+    "render_frame",
+    "render_instance",
+    "window_basis_step",
+    "with_window",
+]
 
 
 def _check_frame(frame_values: np.ndarray, info: ImageInfo, step: int = 1) -> None:
@@ -60,6 +71,66 @@ def _reduced_box(
         return min(max((u - 0.5) / step - origin + 0.5, 0.0), float(size))
 
     return _place(sx, x0, crop_w), _place(sy, y0, crop_h), _place(sx + sw, x0, crop_w), _place(sy + sh, y0, crop_h)
+
+
+# The data-range default window of an image that decodes reduced comes from its reduced image
+# with the longer side at least this long: the same values for every view of it (fit, zoomed,
+# tiles), and no whole-image decode just to choose a window.
+WINDOW_BASIS_SIDE = 1024
+
+
+def needs_data_window(info: ImageInfo, params: RenderParams) -> bool:
+    """Whether a view's window comes from the frame's data range (none asked for, none in the file).
+
+    Parameters
+    ----------
+    info : ImageInfo
+    params : RenderParams
+
+    Returns
+    -------
+    bool
+    """
+    return params.window_center is None and not info.window_centers and not info.voi_luts and info.is_monochrome
+
+
+def window_basis_step(info: ImageInfo) -> int:
+    """Return the reduction whose values define the data-range window of an image that decodes
+    reduced: the largest power of two leaving its longer side at least ``WINDOW_BASIS_SIDE``.
+
+    Parameters
+    ----------
+    info : ImageInfo
+
+    Returns
+    -------
+    int
+        1, 2, 4, ...
+    """
+    step = 1
+    while max(info.rows, info.columns) // (2 * step) >= WINDOW_BASIS_SIDE:
+        step *= 2
+    return step
+
+
+def with_window(params: RenderParams, window: Window) -> RenderParams:
+    """Return `params` asking for `window` explicitly (its VOI function unless one was asked for).
+
+    Parameters
+    ----------
+    params : RenderParams
+    window : Window
+
+    Returns
+    -------
+    RenderParams
+    """
+    return dataclasses.replace(
+        params,
+        window_center=window.center,
+        window_width=window.width,
+        voi_function=params.voi_function or window.function,
+    )
 
 
 def reduction_step(info: ImageInfo, params: RenderParams) -> int:
@@ -186,7 +257,8 @@ def render_instance(
     """Decode frame ``params.frame`` of an instance and render it (parse + decode + render).
 
     A view shrunk 2x or more decodes only the reduced image it needs where the codestream
-    allows (JPEG 2000, see ``reduction_step``).
+    allows (JPEG 2000, see ``reduction_step``); such an image's data-range default window
+    comes from one reduced image for every view (``window_basis_step``).
 
     Parameters
     ----------
@@ -209,6 +281,9 @@ def render_instance(
     if not isinstance(source, PixelSource):
         source = PixelSource(source, max_pixels=max_pixels)
     info = info or source.info
+    if decodes_reduced(info) and needs_data_window(info, params):
+        basis, _ = source.decode_reduced(params.frame, window_basis_step(info))
+        params = with_window(params, resolve_window(info, params, basis.values))
     frame, step = source.decode_reduced(params.frame, reduction_step(info, params))
     return render_frame(frame.values, info, params, step=step)
 
