@@ -316,3 +316,25 @@ def test_only_views_without_a_window_asked_for_or_in_the_file_take_the_data_wind
     bare = PixelSource(_j2k_instance(np.zeros((64, 64), np.uint16), 12)).info
     assert needs_data_window(bare, RenderParams())
     assert not needs_data_window(bare, RenderParams(window_center=10, window_width=20))
+
+
+def test_mangled_main_headers_give_a_frame_or_corrupt_pixel_data_never_anything_else():
+    # Bytes changed in the first 150 bytes of the codestream (SIZ, COD, QCD): the reduced
+    # path, its fallback to pydicom and the checks before both must all end cleanly
+    stored = _smooth(256, 256, lo=0, hi=4095).astype(np.uint16)
+    codestream = PixelSource(_j2k_instance(stored, 12)).encoded_frame(0)
+    ds = make_dataset(stored, bits_stored=12, transfer_syntax=JPEG2000Lossless)
+    rng = np.random.default_rng(11)
+    refused = 0
+    for _ in range(120):
+        mangled = bytearray(codestream)
+        for position in rng.integers(0, 150, size=int(rng.integers(1, 6))):
+            mangled[int(position)] = int(rng.integers(0, 256))
+        source = PixelSource(encapsulated_copy(ds, [bytes(mangled)]))
+        try:
+            frame, step = source.decode_reduced(0, 4)
+        except CorruptPixelData:
+            refused += 1
+            continue
+        assert step in (1, 2, 4) and frame.values.shape == (256 // step, 256 // step)
+    assert refused > 60  # most such changes break the header, and are reported as such
