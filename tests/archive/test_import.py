@@ -14,6 +14,8 @@ from archive import synthetic
 from archive.models import Instance, Study
 from audit.models import AuditEvent
 
+from .faults import fail_blob_writes
+
 pytestmark = pytest.mark.django_db
 
 
@@ -128,21 +130,10 @@ def test_worker_processes_import_the_same_as_one(org, tmp_path):
 def test_a_disk_that_fills_up_mid_import_reports_the_files_not_stored(org, tmp_path, monkeypatch):
     import errno
 
-    from archive.blobstore import writer as writer_module
-
     datasets = synthetic.ct_study(slices=3, size=16, patient=patient(7))
     for number, ds in enumerate(datasets):
         (tmp_path / f"{number}.dcm").write_bytes(synthetic.to_bytes(ds))
-    real_write = writer_module.BlobWriter.write
-    calls = {"n": 0}
-
-    def filling(self, data):
-        calls["n"] += 1
-        if calls["n"] >= 3:  # room for the first file only
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, data)
-
-    monkeypatch.setattr(writer_module.BlobWriter, "write", filling)
+    fail_blob_writes(monkeypatch, first=3, error=errno.ENOSPC, every_later=True)  # room for the first file only
     code, out = run(str(tmp_path), "--jobs", "1")
     assert code == 1
     assert "stored      1" in out and "not stored  2" in out

@@ -18,6 +18,8 @@ from archive.models import DataKey, Instance, Patient, Series, Study
 from archive.services import IngestBatch, Status, ingest, ingest_many, sweep_orphans
 from archive.storage import active_data_key, get_store
 
+from .faults import fail_blob_writes
+
 pytestmark = pytest.mark.django_db
 
 PATIENT = synthetic.SyntheticPatient(name="INGEST^TESTPERSON", patient_id="ING-0001")
@@ -293,20 +295,9 @@ def test_a_batch_whose_flush_to_disk_fails_keeps_no_rows_and_no_blobs(org, monke
 
 @pytest.mark.parametrize(("error", "code", "reason"), [(28, "storage_full", 0xA700), (5, "storage_failed", 0x0110)])
 def test_a_disk_that_fails_while_blobs_are_written_fails_those_objects_only(org, monkeypatch, error, code, reason):
-    from archive.blobstore import writer as writer_module
-
     objects = [as_bytes(ds) for ds in ct(slices=4)]
     active_data_key(org)
-    calls = {"n": 0}
-    real_write = writer_module.BlobWriter.write
-
-    def flaky_write(self, data):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the second object's first write (each object writes its preamble, then the rest)
-            raise OSError(error, os.strerror(error))
-        return real_write(self, data)
-
-    monkeypatch.setattr(writer_module.BlobWriter, "write", flaky_write)
+    fail_blob_writes(monkeypatch, first=3, error=error)  # the second object's first write
     settled = list(ingest_many([(i, io.BytesIO(data)) for i, data in enumerate(objects)], organization=org, source="test"))
     monkeypatch.undo()
     assert [r.status for _, r in settled] == [Status.STORED, Status.FAILED, Status.STORED, Status.STORED]

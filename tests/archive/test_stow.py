@@ -30,6 +30,8 @@ from tests import factories
 from tests.conftest import free_port
 from tests.factories import sign_in
 
+from .faults import fail_blob_writes
+
 pytestmark = pytest.mark.live
 
 BOUNDARY = "lightbox-test-boundary"
@@ -231,19 +233,8 @@ def test_a_full_disk_answers_503_with_each_instance_failed_and_nothing_stored_ch
 def test_a_write_error_on_one_instance_answers_202_with_that_one_failed(server_url, token, monkeypatch):
     import errno
 
-    from archive.blobstore import writer as writer_module
-
     datasets = study(slices=3)
-    real_write = writer_module.BlobWriter.write
-    calls = {"n": 0}
-
-    def flaky(self, data):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the second instance's first write
-            raise OSError(errno.EIO, "Input/output error")
-        return real_write(self, data)
-
-    monkeypatch.setattr(writer_module.BlobWriter, "write", flaky)
+    fail_blob_writes(monkeypatch, first=3, error=errno.EIO)  # the second instance's first write
     response = post(server_url, token, multipart(*map(as_bytes, datasets)))
     monkeypatch.undo()
     assert response.status_code == 202
@@ -260,20 +251,10 @@ def test_a_write_error_while_streaming_a_large_instance_reads_past_it_to_the_nex
     import errno
 
     from archive import services
-    from archive.blobstore import writer as writer_module
 
     monkeypatch.setattr(services, "SMALL_OBJECT_BYTES", 1024)  # every object takes the streaming path
     datasets = study(slices=3)
-    real_write = writer_module.BlobWriter.write
-    calls = {"n": 0}
-
-    def flaky(self, data):
-        calls["n"] += 1
-        if calls["n"] == 6:  # the second instance's streamed chunk (writes: preamble, head, chunk each)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, data)
-
-    monkeypatch.setattr(writer_module.BlobWriter, "write", flaky)
+    fail_blob_writes(monkeypatch, first=6, error=errno.ENOSPC)  # the second instance's streamed chunk
     response = post(server_url, token, multipart(*map(as_bytes, datasets)))
     monkeypatch.undo()
     assert response.status_code == 202

@@ -338,3 +338,12 @@ def test_mangled_main_headers_give_a_frame_or_corrupt_pixel_data_never_anything_
             continue
         assert step in (1, 2, 4) and frame.values.shape == (256 // step, 256 // step)
     assert refused > 60  # most such changes break the header, and are reported as such
+
+
+def test_a_fit_view_at_the_window_basis_level_decodes_that_level_once(monkeypatch):
+    stored, data = _windowless_with_hot_pixels()  # 2048 x 1024: the basis is the 1/2 level
+    calls = []
+    original = j2k_module.decode_reduced
+    monkeypatch.setattr(j2k_module, "decode_reduced", lambda *a: calls.append(a[1]) or original(*a))
+    render_instance(data, RenderParams(width=512, height=1024))
+    assert calls == [1]  # reduce=1 (a step of 2), once

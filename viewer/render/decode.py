@@ -535,7 +535,7 @@ class PixelSource:
         """
         self._check_index(index)
         info = self.info
-        if step < 2 or self._frames is None or not decodes_reduced(info):
+        if step < 2 or not decodes_reduced(info):  # JPEG 2000 is always encapsulated
             return self.decode(index), 1
         frame = self.encoded_frame(index)
         self._check_codestream(frame)

@@ -281,10 +281,14 @@ def render_instance(
     if not isinstance(source, PixelSource):
         source = PixelSource(source, max_pixels=max_pixels)
     info = info or source.info
+    wanted = reduction_step(info, params)
     if decodes_reduced(info) and needs_data_window(info, params):
-        basis, _ = source.decode_reduced(params.frame, window_basis_step(info))
+        basis_step = window_basis_step(info)
+        basis, step = source.decode_reduced(params.frame, basis_step)
         params = with_window(params, resolve_window(info, params, basis.values))
-    frame, step = source.decode_reduced(params.frame, reduction_step(info, params))
+        if basis_step == wanted:  # a fit view often wants just that level: decode it once
+            return render_frame(basis.values, info, params, step=step)
+    frame, step = source.decode_reduced(params.frame, wanted)
     return render_frame(frame.values, info, params, step=step)
 
 
